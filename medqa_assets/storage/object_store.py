@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from medqa_assets.settings import S3_ENDPOINT_VAR, STORE_URL_VAR, Settings
 
 TEMP_PREFIX = ".tmp-"
+ATTRS_METADATA_KEY = b"medqa_attrs"
 
 
 class StoreError(RuntimeError):
@@ -290,15 +291,25 @@ class ObjectStore:
         return jsonl_to_frame(self.read_bytes(key), columns)
 
     def write_parquet(self, key: str, frame: pd.DataFrame) -> bytes:
+        """Store ``frame`` as Parquet; ``frame.attrs`` (JSON-able) travel in the file's metadata."""
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if frame.attrs:
+            metadata = dict(table.schema.metadata or {})
+            metadata[ATTRS_METADATA_KEY] = json.dumps(frame.attrs, default=str).encode()
+            table = table.replace_schema_metadata(metadata)
         buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, compression="zstd")
+        pq.write_table(table, buffer, compression="zstd")
         data = buffer.getvalue()
         self.write_bytes(key, data)
         return data
 
     def read_parquet(self, key: str, columns: list[str] | None = None) -> pd.DataFrame:
         table = pq.read_table(io.BytesIO(self.read_bytes(key)), columns=columns)
-        return table.to_pandas(types_mapper=_string_types)
+        frame = table.to_pandas(types_mapper=_string_types)
+        attrs = (table.schema.metadata or {}).get(ATTRS_METADATA_KEY)
+        if attrs:
+            frame.attrs = json.loads(attrs)
+        return frame
 
 
 def _string_types(arrow_type: pa.DataType) -> Any:

@@ -1,0 +1,165 @@
+"""Splitting stage: leakage-free training/validation/evaluation splits and production sets.
+
+Each stage validates everything before it yields its first output, so a failed check never
+leaves a half-updated set of splits in the store.
+"""
+
+
+import hashlib
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from medqa_assets.checks import fail_if_any_failed, schema_check_result, schema_check_spec
+from medqa_assets.resources import ObjectStoreResource
+from medqa_assets.settings import Settings
+from medqa_assets.splitting.schemas import QA_SCHEMA, validate_frame
+from medqa_assets.splitting.transforms import (
+    SPLIT_RATIOS,
+    SPLIT_SALT,
+    cross_split_leakage,
+    cut_production_sets,
+    production_sets_coverage,
+    split_dataset,
+    split_ratio_deviation,
+)
+from medqa_assets.storage.layout import SPLIT_KEYS, SPLIT_METADATA, SPLIT_NAMES, production_set_name
+from medqa_assets.storage.object_store import frame_to_jsonl
+
+RATIO_TOLERANCE = 0.02
+SPLIT_KEYS_BY_NAME = {name: dg.AssetKey(["dataset_split", name]) for name in SPLIT_NAMES}
+TRAINING_KEY = SPLIT_KEYS_BY_NAME["training"]
+EVALUATION_KEY = SPLIT_KEYS_BY_NAME["evaluation"]
+
+
+def _split_checks() -> list[dg.AssetCheckSpec]:
+    return [
+        *(schema_check_spec(key) for key in SPLIT_KEYS_BY_NAME.values()),
+        dg.AssetCheckSpec("split_ratios", asset=TRAINING_KEY, blocking=True, description="60/20/20 within 2 points"),
+        dg.AssetCheckSpec(
+            "no_cross_split_leakage",
+            asset=EVALUATION_KEY,
+            blocking=True,
+            description="no normalized question and no question_focus in two splits",
+        ),
+    ]
+
+
+@dg.multi_asset(
+    outs={
+        name: dg.AssetOut(
+            key=key,
+            group_name="dataset_split",
+            kinds={"pandas", "json"},
+            description=f"The {name} split as JSON Lines at {SPLIT_KEYS[name]}.",
+        )
+        for name, key in SPLIT_KEYS_BY_NAME.items()
+    },
+    ins={"medquad_clean": dg.AssetIn(dg.AssetKey("medquad_clean"))},
+    check_specs=_split_checks(),
+)
+def dataset_split(context: dg.AssetExecutionContext, store: ObjectStoreResource, medquad_clean: pd.DataFrame) -> Iterator[Any]:
+    splits = split_dataset(medquad_clean)
+    counts = {name: len(frame) for name, frame in splits.items()}
+    deviation = split_ratio_deviation(counts)
+    leakage = cross_split_leakage(splits)
+    checks = [schema_check_result(SPLIT_KEYS_BY_NAME[n], validate_frame(QA_SCHEMA, f)) for n, f in splits.items()]
+    checks.append(
+        dg.AssetCheckResult(
+            asset_key=TRAINING_KEY,
+            check_name="split_ratios",
+            passed=all(abs(d) <= RATIO_TOLERANCE for d in deviation.values()),
+            metadata={"counts": dg.MetadataValue.json(counts), "deviation": dg.MetadataValue.json(deviation)},
+        )
+    )
+    checks.append(
+        dg.AssetCheckResult(
+            asset_key=EVALUATION_KEY,
+            check_name="no_cross_split_leakage",
+            passed=not any(leakage.values()),
+            metadata={"shared_keys": dg.MetadataValue.json(leakage)},
+        )
+    )
+    yield from checks
+    fail_if_any_failed(checks, "dataset splits")
+
+    files = {}
+    for name, frame in splits.items():
+        data = frame_to_jsonl(frame)
+        files[name] = {"key": SPLIT_KEYS[name], "rows": len(frame), "sha256": hashlib.sha256(data).hexdigest()}
+        yield dg.Output(frame, output_name=name, metadata={"rows": len(frame), "sha256": files[name]["sha256"]})
+
+    attrs = medquad_clean.attrs
+    metadata = {
+        "source": attrs.get("source", "unknown"),
+        "provenance": attrs.get("provenance", {}),
+        "initial_records": attrs.get("initial_records", len(medquad_clean)),
+        "final_records": len(medquad_clean),
+        "split_counts": counts,
+        "dropped": attrs.get("dropped", {"total_dropped": 0}),
+        "question_types_allowed": attrs.get("question_types", []),
+        "ratios": SPLIT_RATIOS,
+        "ratio_deviation": deviation,
+        "assignment": f"hash of the leakage group (shared normalized question or focus), salt {SPLIT_SALT}",
+        "leakage": leakage,
+        "files": files,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    store.get_store().write_json(SPLIT_METADATA, metadata)
+    context.log.info(f"splits {counts}; metadata at {SPLIT_METADATA}")
+
+
+def production_set_keys(count: int) -> dict[str, dg.AssetKey]:
+    return {production_set_name(i): dg.AssetKey(["production_sets", production_set_name(i)]) for i in range(1, count + 1)}
+
+
+def build_production_sets_asset(count: int) -> dg.AssetsDefinition:
+    """``production_sets/set1`` … ``setN``: the evaluation split cut into ``count`` sets."""
+    keys = production_set_keys(count)
+    checks = [
+        *(schema_check_spec(key) for key in keys.values()),
+        *(
+            dg.AssetCheckSpec(
+                "disjoint_and_complete", asset=key, blocking=True, description="the sets partition the evaluation split"
+            )
+            for key in keys.values()
+        ),
+    ]
+
+    @dg.multi_asset(
+        name="production_sets",
+        outs={
+            name: dg.AssetOut(key=key, group_name="production_sets", kinds={"pandas", "json"})
+            for name, key in keys.items()
+        },
+        ins={"evaluation": dg.AssetIn(EVALUATION_KEY)},
+        check_specs=checks,
+        description=f"The evaluation split cut into {count} disjoint production sets (MEDQA_PRODUCTION_SETS).",
+    )
+    def production_sets(context: dg.AssetExecutionContext, evaluation: pd.DataFrame) -> Iterator[Any]:
+        sets = cut_production_sets(evaluation, count)
+        coverage = production_sets_coverage(evaluation, sets)
+        results = [schema_check_result(keys[n], validate_frame(QA_SCHEMA, f)) for n, f in sets.items()]
+        results += [
+            dg.AssetCheckResult(
+                asset_key=key,
+                check_name="disjoint_and_complete",
+                passed=not any(coverage.values()),
+                metadata={"coverage": dg.MetadataValue.json(coverage)},
+            )
+            for key in keys.values()
+        ]
+        yield from results
+        fail_if_any_failed(results, "production sets")
+        for name, frame in sets.items():
+            yield dg.Output(frame, output_name=name, metadata={"rows": len(frame)})
+        context.log.info(f"production sets {({n: len(f) for n, f in sets.items()})}")
+
+    return production_sets
+
+
+def build_splitting_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    return [dataset_split, build_production_sets_asset(settings.production_sets)]
