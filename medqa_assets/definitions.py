@@ -1,11 +1,10 @@
 """Everything Dagster loads: assets, checks, jobs, sensors and resources of every stage."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from medqa_assets.medquad.assets import medquad_clean, medquad_raw
 from medqa_assets.resources import build_resources
+from medqa_assets.retraining.assets import raw_logs, raw_logs_sensor, retraining_data, retraining_etl
 from medqa_assets.settings import Settings
 from medqa_assets.splitting.assets import build_splitting_assets
 
@@ -19,7 +18,8 @@ offline_etl = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=offline_assets,
-    jobs=[offline_etl],
+    assets=[*offline_assets, raw_logs, retraining_data],
+    jobs=[offline_etl, retraining_etl],
+    sensors=[raw_logs_sensor],
     resources=build_resources(),
 )

@@ -4,7 +4,6 @@ No secret is a config field: credentials stay in the environment and reach the S
 only, so they never show in the Dagster UI, run config or event metadata.
 """
 
-
 from typing import Any
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Ingestion stage: MedQuAD from its configured source into the store, then cleaned."""
 
-
 from collections.abc import Iterator
 from typing import Any
 

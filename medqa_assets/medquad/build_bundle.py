@@ -14,7 +14,7 @@ import io
 import json
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -59,7 +59,7 @@ def build(xml_root: Path, out_dir: Path) -> dict[str, object]:
         "rows_without_answer": int(frame["answer"].isna().sum()),
         "columns": list(frame.columns),
         "sha256": hashlib.sha256(data).hexdigest(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / BUNDLED_FILE).write_bytes(data)

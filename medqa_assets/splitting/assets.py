@@ -4,10 +4,9 @@ Each stage validates everything before it yields its first output, so a failed c
 leaves a half-updated set of splits in the store.
 """
 
-
 import hashlib
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -61,7 +60,9 @@ def _split_checks() -> list[dg.AssetCheckSpec]:
     ins={"medquad_clean": dg.AssetIn(dg.AssetKey("medquad_clean"))},
     check_specs=_split_checks(),
 )
-def dataset_split(context: dg.AssetExecutionContext, store: ObjectStoreResource, medquad_clean: pd.DataFrame) -> Iterator[Any]:
+def dataset_split(
+    context: dg.AssetExecutionContext, store: ObjectStoreResource, medquad_clean: pd.DataFrame
+) -> Iterator[Any]:
     splits = split_dataset(medquad_clean)
     counts = {name: len(frame) for name, frame in splits.items()}
     deviation = split_ratio_deviation(counts)
@@ -106,14 +107,16 @@ def dataset_split(context: dg.AssetExecutionContext, store: ObjectStoreResource,
         "assignment": f"hash of the leakage group (shared normalized question or focus), salt {SPLIT_SALT}",
         "leakage": leakage,
         "files": files,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     store.get_store().write_json(SPLIT_METADATA, metadata)
     context.log.info(f"splits {counts}; metadata at {SPLIT_METADATA}")
 
 
 def production_set_keys(count: int) -> dict[str, dg.AssetKey]:
-    return {production_set_name(i): dg.AssetKey(["production_sets", production_set_name(i)]) for i in range(1, count + 1)}
+    return {
+        production_set_name(i): dg.AssetKey(["production_sets", production_set_name(i)]) for i in range(1, count + 1)
+    }
 
 
 def build_production_sets_asset(count: int) -> dg.AssetsDefinition:
@@ -156,7 +159,7 @@ def build_production_sets_asset(count: int) -> dg.AssetsDefinition:
         fail_if_any_failed(results, "production sets")
         for name, frame in sets.items():
             yield dg.Output(frame, output_name=name, metadata={"rows": len(frame)})
-        context.log.info(f"production sets {({n: len(f) for n, f in sets.items()})}")
+        context.log.info(f"production sets { ({n: len(f) for n, f in sets.items()}) }")
 
     return production_sets
 

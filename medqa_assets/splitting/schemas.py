@@ -19,7 +19,10 @@ _required_text = pa.Column(
 )
 
 MEDQUAD_RAW_SCHEMA = pa.DataFrameSchema(
-    {name: pa.Column("string", nullable=name not in ("question_id", "question_type", "question")) for name in LAVITA_COLUMNS},
+    {
+        name: pa.Column("string", nullable=name not in ("question_id", "question_type", "question"))
+        for name in LAVITA_COLUMNS
+    },
     strict=True,
     ordered=True,
     name="medquad_raw",

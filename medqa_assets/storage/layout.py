@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MEDQUAD_RAW = "data/medquad-raw/medquad.parquet"
 MEDQUAD_CLEAN = "data/medquad-clean/medquad_clean.parquet"
@@ -109,6 +109,6 @@ def safe_object_name(name: str) -> str:
 
 def new_raw_log_key(original_name: str, when: datetime | None = None) -> str:
     """A key under ``retraining_data_raw/`` that sorts by time and keeps the original name."""
-    when = (when or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    when = (when or datetime.now(UTC)).astimezone(UTC)
     stamp = when.strftime("%Y%m%dT%H%M%S.%fZ")
     return f"{RAW_LOGS_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}-{safe_object_name(original_name)}"

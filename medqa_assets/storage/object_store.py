@@ -88,9 +88,7 @@ class ObjectStore:
             )
         else:
             if "://" in url and not url.startswith("file://"):
-                raise StoreError(
-                    f"{STORE_URL_VAR}={url!r} is neither a local directory nor s3://bucket[/prefix]"
-                )
+                raise StoreError(f"{STORE_URL_VAR}={url!r} is neither a local directory nor s3://bucket[/prefix]")
             root_path = Path(url.removeprefix("file://")).expanduser().resolve()
             self.root = str(root_path)
             self.url = self.root
@@ -134,7 +132,10 @@ class ObjectStore:
         except Exception as error:  # botocore/aiohttp errors have no common base worth naming
             text = f"{type(error).__name__}: {error}"
             lowered = text.lower()
-            if any(s in lowered for s in ("accessdenied", "signaturedoesnotmatch", "invalidaccesskeyid", "forbidden", "403")):
+            if any(
+                s in lowered
+                for s in ("accessdenied", "signaturedoesnotmatch", "invalidaccesskeyid", "forbidden", "403")
+            ):
                 raise StoreError(self._credentials_message(what, error)) from error
             if "nosuchbucket" in lowered:
                 raise StoreError(
@@ -203,6 +204,36 @@ class ObjectStore:
                     os.link(temp, target)  # fails if target exists: an atomic create-if-absent
                 else:
                     os.replace(temp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+
+    @contextlib.contextmanager
+    def open_write(self, key: str) -> Iterator[Any]:
+        """A binary stream to ``key`` that appears atomically when the block ends without error.
+
+        Local: a temporary file renamed into place. S3: a (multipart) upload that is completed
+        on success and aborted on error, so a failed write leaves the previous object intact.
+        """
+        with self._translated_errors(f"write {key}"):
+            if self.is_s3:
+                handle = self.fs.open(self.path(key), "wb")
+                try:
+                    yield handle
+                except BaseException:
+                    handle.discard()
+                    raise
+                handle.close()
+                return
+            target = Path(self.path(key))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
+            try:
+                with open(temp, "wb") as handle:
+                    yield handle
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, target)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     temp.unlink()

@@ -1,0 +1,119 @@
+"""Reading production log files in every shape the serving apps write (contracts.md section 5).
+
+A file is JSON Lines, a JSON array of objects, or a single JSON object. Field aliases are
+resolved here, so the rest of the flow sees one record layout. A file that is not JSON at all
+(empty, truncated, not UTF-8, a scalar, CSV, ...) raises :class:`UnparseableFile` with a reason;
+a bad line inside JSON Lines becomes a rejected record, not a lost one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+# Canonical field -> aliases the serving apps use, first match wins.
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "question": ("question",),
+    "answer": ("model_response", "answer"),
+    "timestamp": ("timestamp", "ts"),
+}
+# Metadata kept for provenance and evaluation (not training text).
+PROVENANCE_FIELDS: tuple[str, ...] = ("slice", "production_set", "row_id", "status")
+ALIAS_NAMES = {alias for aliases in FIELD_ALIASES.values() for alias in aliases}
+
+
+class UnparseableFile(ValueError):
+    """The file as a whole cannot be read as production logs."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class ParsedLog:
+    """Records of one file: the usable JSON objects, and items rejected while parsing."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (index, reason, raw text)
+    shape: str = ""
+
+    @property
+    def count(self) -> int:
+        return len(self.records) + len(self.rejected)
+
+
+def _truncate(raw: bytes | str, limit: int = 2000) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _from_items(items: list[Any], parsed: ParsedLog, offset: int = 0) -> None:
+    for index, item in enumerate(items, start=offset):
+        if isinstance(item, dict):
+            parsed.records.append(item)
+        else:
+            parsed.rejected.append((index, "not_an_object", _truncate(orjson.dumps(item))))
+
+
+def parse_log_bytes(data: bytes) -> ParsedLog:
+    """Parse one raw log file's bytes."""
+    if not data.strip():
+        raise UnparseableFile("empty_file", "the file holds no data")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UnparseableFile("invalid_utf8", f"not UTF-8 at byte {error.start}") from None
+    stripped = data.lstrip()
+    if stripped[:1] in (b"[", b"{"):
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            document = None  # maybe JSON Lines, tried below
+        else:
+            parsed = ParsedLog()
+            if isinstance(document, list):
+                parsed.shape = "json_array"
+                _from_items(document, parsed)
+            else:
+                parsed.shape = "json_object"
+                parsed.records.append(document)
+            return parsed
+    lines = data.splitlines()
+    try:  # fast path: every line is valid JSON, parse them in one call
+        items = orjson.loads(b"[" + b",".join(line for line in lines if line.strip()) + b"]")
+    except orjson.JSONDecodeError:
+        items = None
+    parsed = ParsedLog(shape="json_lines")
+    if items is not None:
+        if len(items) == 1 and not isinstance(items[0], dict | list):
+            raise UnparseableFile("json_scalar", "the file holds a JSON scalar, not log records")
+        _from_items(items, parsed)
+        return parsed
+    valid_lines = 0
+    for index, line in enumerate(line for line in lines if line.strip()):
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            parsed.rejected.append((index, "invalid_json", _truncate(line)))
+            continue
+        valid_lines += 1
+        if isinstance(item, dict):
+            parsed.records.append(item)
+        else:
+            parsed.rejected.append((index, "not_an_object", _truncate(line)))
+    if valid_lines == 0:
+        first = _truncate(lines[0] if lines else b"", 120)
+        reason = "truncated_json" if stripped[:1] in (b"[", b"{") else "not_json"
+        raise UnparseableFile(reason, f"no line is JSON (first line: {first!r})")
+    return parsed
+
+
+def first_present(record: dict[str, Any], aliases: tuple[str, ...]) -> Any:
+    for alias in aliases:
+        if alias in record:
+            return record[alias]
+    return None
