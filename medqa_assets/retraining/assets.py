@@ -99,7 +99,6 @@ def retraining_data(context: dg.AssetExecutionContext, store: ObjectStoreResourc
 retraining_etl = dg.define_asset_job(
     "retraining_etl",
     selection=dg.AssetSelection.assets(raw_logs, retraining_data),
-    partitions_def=versions_partitions,
     description="raw_logs and retraining_data for one version.",
 )
 

@@ -4,7 +4,7 @@ Steps, each safe to repeat after a crash at any point:
 1. transform every manifest file (chunks in parallel worker processes), verifying sha256;
 2. write ``retraining_data.json`` (streamed, atomic), the quarantined records and ``metadata.json``;
 3. move the raw files to the archive (unparseable ones to quarantine, with a reason file);
-4. close the claim; 5. advance ``version_tracker.txt``.
+4. advance ``version_tracker.txt``; 5. close the claim.
 A re-run finds each file wherever step 3 left it and produces byte-identical output.
 """
 
@@ -204,7 +204,7 @@ def build_version(
         else:
             target = archived_key(version, outcome.key)
         store.move(outcome.key, target)
-    close_claim(store, version)
     tracker = advance_tracker(store, version_number(version))
+    close_claim(store, version)  # last: an open claim marks a version whose finish must be repeated
     log(f"{version}: {records_in} in, {accumulator.records_out} out; tracker at {tracker}")
     return metadata

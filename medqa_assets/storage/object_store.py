@@ -79,13 +79,15 @@ class ObjectStore:
                 endpoint_url=endpoint_url,
                 use_listings_cache=False,
                 skip_instance_cache=True,
-                retries=2,
                 config_kwargs={
                     "connect_timeout": 5,
-                    "read_timeout": 60,
+                    "read_timeout": 30,
                     "retries": {"max_attempts": 2, "mode": "standard"},
                 },
             )
+            # s3fs retries every botocore attempt 5 more times by default: a dead endpoint would
+            # take minutes to report. Two rounds of two attempts bound it to seconds.
+            self.fs.retries = 2
         else:
             if "://" in url and not url.startswith("file://"):
                 raise StoreError(f"{STORE_URL_VAR}={url!r} is neither a local directory nor s3://bucket[/prefix]")

@@ -1,0 +1,80 @@
+"""Shared pytest fixtures: a real S3 server (SeaweedFS) and store environments."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+try:
+    from medqa_assets_tests.s3_server import S3Server, delete_bucket, make_bucket, start_seaweedfs
+except ModuleNotFoundError:  # tests dir is not a package: pytest puts it on sys.path
+    from s3_server import S3Server, delete_bucket, make_bucket, start_seaweedfs
+
+# Variables that could point a test at a real AWS account or another profile.
+_AMBIENT_AWS_VARS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+_S3_VARS = ("MEDQA_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", *_AMBIENT_AWS_VARS)
+
+
+@dataclass(frozen=True)
+class S3StoreEnv:
+    """What ``s3_store_env`` set up: a fresh bucket and the store URL inside it."""
+
+    bucket: str
+    store_url: str
+    server: S3Server
+
+
+@dataclass(frozen=True)
+class LocalStoreEnv:
+    """What ``local_store_env`` set up: a store directory under ``tmp_path``."""
+
+    store_url: str
+    root: Path
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One SeaweedFS S3 server for the whole test session (random credentials, loopback ports)."""
+    server, stop = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        stop()
+
+
+@pytest.fixture
+def s3_store_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3StoreEnv]:
+    """A fresh bucket, with MEDQA_STORE_URL=s3://<bucket>/medqa and the S3 variables set."""
+    bucket = f"medqa-test-{secrets.token_hex(6)}"
+    make_bucket(s3_server, bucket)
+    store_url = f"s3://{bucket}/medqa"
+    for name in _AMBIENT_AWS_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MEDQA_STORE_URL", store_url)
+    monkeypatch.setenv("MEDQA_S3_ENDPOINT_URL", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3_server.region)
+    for name in ("NO_PROXY", "no_proxy"):  # a configured HTTP proxy must not capture loopback traffic
+        current = os.environ.get(name, "")
+        monkeypatch.setenv(name, f"{current},127.0.0.1" if current else "127.0.0.1")
+    yield S3StoreEnv(bucket=bucket, store_url=store_url, server=s3_server)
+    # Deleting the bucket frees its SeaweedFS collection (volume); a failure here must not hide the test's.
+    with contextlib.suppress(Exception):
+        delete_bucket(s3_server, bucket)
+
+
+@pytest.fixture
+def local_store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStoreEnv:
+    """MEDQA_STORE_URL=<tmp_path>/object_store, with every S3 variable removed."""
+    root = tmp_path / "object_store"
+    for name in _S3_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MEDQA_STORE_URL", str(root))
+    return LocalStoreEnv(store_url=str(root), root=root)
