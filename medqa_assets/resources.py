@@ -4,6 +4,8 @@ No secret is a config field: credentials stay in the environment and reach the S
 only, so they never show in the Dagster UI, run config or event metadata.
 """
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -11,7 +13,7 @@ import pandas as pd
 
 from medqa_assets.settings import Settings
 from medqa_assets.storage.layout import MEDQUAD_CLEAN, MEDQUAD_RAW, object_key_for_asset
-from medqa_assets.storage.object_store import ObjectStore
+from medqa_assets.storage.object_store import ObjectStore, StoreError
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
@@ -37,18 +39,29 @@ class ObjectStoreIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         store = self.store.get_store()
         key = object_key_for_asset(list(context.asset_key.path))
-        data = store.write_parquet(key, obj) if key in _PARQUET_KEYS else store.write_jsonl(key, obj)
+        with store_failures():
+            data = store.write_parquet(key, obj) if key in _PARQUET_KEYS else store.write_jsonl(key, obj)
         context.add_output_metadata({"uri": dg.MetadataValue.path(store.uri(key)), "bytes": len(data)})
 
     def load_input(self, context: dg.InputContext) -> Any:
         store = self.store.get_store()
         key = object_key_for_asset(list(context.asset_key.path))
-        if not store.exists(key):
-            raise dg.Failure(
-                f"{context.asset_key.to_user_string()} is not in the store at {store.uri(key)}; materialize it "
-                "first (job offline_etl) or check MEDQA_STORE_URL"
-            )
-        return store.read_parquet(key) if key in _PARQUET_KEYS else store.read_jsonl(key)
+        with store_failures():
+            if not store.exists(key):
+                raise dg.Failure(
+                    f"{context.asset_key.to_user_string()} is not in the store at {store.uri(key)}; materialize it "
+                    "first (job offline_etl) or check MEDQA_STORE_URL"
+                )
+            return store.read_parquet(key) if key in _PARQUET_KEYS else store.read_jsonl(key)
+
+
+@contextlib.contextmanager
+def store_failures() -> Iterator[None]:
+    """Report store problems as one clear Dagster failure (the message names the setting)."""
+    try:
+        yield
+    except StoreError as error:
+        raise dg.Failure(str(error)) from error
 
 
 def build_resources() -> dict[str, Any]:

@@ -21,14 +21,15 @@ from medqa_assets.splitting.transforms import (
     SPLIT_SALT,
     cross_split_leakage,
     cut_production_sets,
+    leakage_groups,
     production_sets_coverage,
     split_dataset,
     split_ratio_deviation,
+    split_ratio_tolerance,
 )
 from medqa_assets.storage.layout import SPLIT_KEYS, SPLIT_METADATA, SPLIT_NAMES, production_set_name
 from medqa_assets.storage.object_store import frame_to_jsonl
 
-RATIO_TOLERANCE = 0.02
 SPLIT_KEYS_BY_NAME = {name: dg.AssetKey(["dataset_split", name]) for name in SPLIT_NAMES}
 TRAINING_KEY = SPLIT_KEYS_BY_NAME["training"]
 EVALUATION_KEY = SPLIT_KEYS_BY_NAME["evaluation"]
@@ -37,7 +38,9 @@ EVALUATION_KEY = SPLIT_KEYS_BY_NAME["evaluation"]
 def _split_checks() -> list[dg.AssetCheckSpec]:
     return [
         *(schema_check_spec(key) for key in SPLIT_KEYS_BY_NAME.values()),
-        dg.AssetCheckSpec("split_ratios", asset=TRAINING_KEY, blocking=True, description="60/20/20 within 2 points"),
+        dg.AssetCheckSpec(
+            "split_ratios", asset=TRAINING_KEY, blocking=True, description="60/20/20 within the spread of the groups"
+        ),
         dg.AssetCheckSpec(
             "no_cross_split_leakage",
             asset=EVALUATION_KEY,
@@ -63,17 +66,24 @@ def _split_checks() -> list[dg.AssetCheckSpec]:
 def dataset_split(
     context: dg.AssetExecutionContext, store: ObjectStoreResource, medquad_clean: pd.DataFrame
 ) -> Iterator[Any]:
-    splits = split_dataset(medquad_clean)
+    groups = leakage_groups(medquad_clean)
+    splits = split_dataset(medquad_clean, groups=groups)
     counts = {name: len(frame) for name, frame in splits.items()}
     deviation = split_ratio_deviation(counts)
+    tolerance = split_ratio_tolerance(groups.nunique())
     leakage = cross_split_leakage(splits)
     checks = [schema_check_result(SPLIT_KEYS_BY_NAME[n], validate_frame(QA_SCHEMA, f)) for n, f in splits.items()]
     checks.append(
         dg.AssetCheckResult(
             asset_key=TRAINING_KEY,
             check_name="split_ratios",
-            passed=all(abs(d) <= RATIO_TOLERANCE for d in deviation.values()),
-            metadata={"counts": dg.MetadataValue.json(counts), "deviation": dg.MetadataValue.json(deviation)},
+            passed=all(abs(d) <= tolerance for d in deviation.values()),
+            metadata={
+                "counts": dg.MetadataValue.json(counts),
+                "deviation": dg.MetadataValue.json(deviation),
+                "tolerance": round(tolerance, 4),
+                "leakage_groups": int(groups.nunique()),
+            },
         )
     )
     checks.append(
@@ -104,6 +114,7 @@ def dataset_split(
         "question_types_allowed": attrs.get("question_types", []),
         "ratios": SPLIT_RATIOS,
         "ratio_deviation": deviation,
+        "ratio_tolerance": round(tolerance, 4),
         "assignment": f"hash of the leakage group (shared normalized question or focus), salt {SPLIT_SALT}",
         "leakage": leakage,
         "files": files,

@@ -7,6 +7,7 @@ assets, the tests, the dashboard and the benchmarks.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -59,7 +60,7 @@ def normalize_whitespace(values: pd.Series) -> pd.Series:
     """Collapse every run of white space to one space and trim; missing stays missing."""
     array = pa.array(values.astype("string"), type=pa.large_string(), from_pandas=True)
     collapsed = pc.utf8_trim_whitespace(pc.replace_substring_regex(array, r"\s+", " "))
-    return pd.Series(collapsed.to_pandas(), index=values.index, dtype="string")
+    return pd.Series(collapsed.to_numpy(zero_copy_only=False), index=values.index, dtype="string")
 
 
 def normalize_text_key(values: pd.Series) -> pd.Series:
@@ -67,7 +68,7 @@ def normalize_text_key(values: pd.Series) -> pd.Series:
     array = pa.array(values.astype("string").fillna(""), type=pa.large_string())
     lowered = pc.utf8_lower(array)
     simplified = pc.utf8_trim_whitespace(pc.replace_substring_regex(lowered, r"[^\p{L}\p{N}]+", " "))
-    return pd.Series(simplified.to_pandas(), index=values.index, dtype="string")
+    return pd.Series(simplified.to_numpy(zero_copy_only=False), index=values.index, dtype="string")
 
 
 def _digest_series(values: pd.Series, salt: str = "") -> pd.Series:
@@ -150,10 +151,13 @@ def _unit_interval(keys: pd.Series, salt: str) -> np.ndarray:
     return hashes.astype(np.float64) / np.float64(2**64)
 
 
-def split_dataset(clean: pd.DataFrame, ratios: dict[str, float] | None = None) -> dict[str, pd.DataFrame]:
+def split_dataset(
+    clean: pd.DataFrame, ratios: dict[str, float] | None = None, groups: pd.Series | None = None
+) -> dict[str, pd.DataFrame]:
     """Training/validation/evaluation by a hash of the leakage group: stable and leakage-free."""
     ratios = ratios or SPLIT_RATIOS
-    position = _unit_interval(leakage_groups(clean), SPLIT_SALT)
+    groups = leakage_groups(clean) if groups is None else groups
+    position = _unit_interval(groups, SPLIT_SALT)
     bounds = np.cumsum([ratios[name] for name in SPLIT_NAMES])
     bucket = np.searchsorted(bounds, position, side="right").clip(max=len(SPLIT_NAMES) - 1)
     return {name: clean[bucket == index].reset_index(drop=True) for index, name in enumerate(SPLIT_NAMES)}
@@ -182,6 +186,14 @@ def cross_split_leakage(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
         keys = keys[keys["key"].ne("")]
         findings[label] = int(keys.groupby("key")["split"].nunique().gt(1).sum())
     return findings
+
+
+def split_ratio_tolerance(group_count: int, ratios: dict[str, float] | None = None) -> float:
+    """How far a split may stray from its target: whole groups move together, so the expected
+    spread is that of a binomial over groups; allow three standard deviations, at least 2 points."""
+    ratios = ratios or SPLIT_RATIOS
+    widest = max(math.sqrt(r * (1 - r) / max(group_count, 1)) for r in ratios.values())
+    return max(0.02, 3 * widest)
 
 
 def split_ratio_deviation(counts: dict[str, int], ratios: dict[str, float] | None = None) -> dict[str, float]:
