@@ -20,7 +20,7 @@ PII_PATTERNS: list[tuple[str, str, str]] = [
     ("email", r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}", "[EMAIL]"),
     (
         "url",
-        r"(?i)\b(?:https?://|www\.)[^\s<>\"']*(?:[?#&][^\s<>\"']*(?:id|user|name|email|token|session|patient|member|account|dob|phone)[^\s<>\"']*=[^\s<>\"']+|/(?:users?|patients?|profiles?|members?|accounts?|u)/[^\s<>\"'/]+|[^\s<>\"']*\d{6,})[^\s<>\"']*",
+        r"(?i)\b(?:https?://|www\.)[^\s<>\"']*(?:[?#&][^\s<>\"']*(?:id|user|name|email|token|session|patient|member|account|dob|phone)[^\s<>\"']*=[^\s<>\"']+|/(?:users?|profiles?|members?|accounts?|u|~)/[^\s<>\"'/]+|/patients?/[^\s<>\"'/]*\d|[^\s<>\"']*\d{6,})[^\s<>\"']*",
         "[URL]",
     ),
     (

@@ -1,0 +1,183 @@
+"""Pure transforms, without Dagster or storage: cleaning, splitting, PII scrubbing, log parsing."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from medqa_assets.medquad.xml_reader import LAVITA_COLUMNS
+from medqa_assets.retraining.parsing import UnparseableFile, parse_log_bytes
+from medqa_assets.retraining.pii import scrub_texts
+from medqa_assets.splitting.transforms import (
+    EmptyResultError,
+    clean_medquad,
+    cross_split_leakage,
+    cut_production_sets,
+    leakage_groups,
+    production_sets_coverage,
+    split_dataset,
+    split_ratio_tolerance,
+)
+
+
+def raw_rows(rows: list[dict[str, str | None]]) -> pd.DataFrame:
+    return pd.DataFrame([{c: r.get(c) for c in LAVITA_COLUMNS} for r in rows]).astype("string")
+
+
+def synthetic_raw(n: int = 3000) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        focus = f"Condition {i // 3}"
+        rows.append(
+            {
+                "document_source": "GHR",
+                "question_id": f"{i}",
+                "question_focus": focus,
+                "question_type": ["information", "symptoms", "treatment"][i % 3],
+                "question": f"What about {focus} number {i % 3} ?",
+                "answer": f"Answer {i}",
+            }
+        )
+    return raw_rows(rows)
+
+
+def test_clean_counts_every_drop_by_reason() -> None:
+    raw = raw_rows(
+        [
+            {"question": "  What   is X ? ", "answer": "It\tis  X.", "question_type": "information"},
+            {"question": "What is X ?", "answer": "It is X.", "question_type": "information"},  # duplicate
+            {"question": "   ", "answer": "a", "question_type": "information"},
+            {"question": None, "answer": "a", "question_type": "information"},
+            {"question": "q", "answer": None, "question_type": "information"},
+            {"question": "q2", "answer": "", "question_type": "information"},
+            {"question": "q3", "answer": "a3", "question_type": "treatment"},
+        ]
+    )
+    result = clean_medquad(raw)
+    assert result.dropped == {
+        "missing_question": 2,
+        "missing_answer": 2,
+        "question_type_not_allowed": 0,
+        "duplicate_question_answer": 1,
+    }
+    assert list(result.frame["question"]) == ["What is X ?", "q3"]
+    assert list(result.frame["answer"]) == ["It is X.", "a3"]
+    assert result.frame["row_id"].is_unique
+    filtered = clean_medquad(raw, ["Treatment"])
+    assert filtered.dropped["question_type_not_allowed"] == 2 and list(filtered.frame["question"]) == ["q3"]
+
+
+def test_allow_list_matching_nothing_is_loud() -> None:
+    with pytest.raises(EmptyResultError, match="question_types"):
+        clean_medquad(synthetic_raw(30), ["factoid", "yesno", "list"])
+
+
+def test_split_is_leakage_free_deterministic_and_near_the_ratios() -> None:
+    clean = clean_medquad(synthetic_raw()).frame
+    splits = split_dataset(clean)
+    assert sum(len(f) for f in splits.values()) == len(clean)
+    assert cross_split_leakage(splits) == {"question": 0, "question_focus": 0}
+    tolerance = split_ratio_tolerance(leakage_groups(clean).nunique())
+    for name, ratio in {"training": 0.6, "validation": 0.2, "evaluation": 0.2}.items():
+        assert abs(len(splits[name]) / len(clean) - ratio) <= tolerance
+    shuffled = split_dataset(clean.sample(frac=1.0, random_state=3))
+    assert {n: set(f["row_id"]) for n, f in shuffled.items()} == {n: set(f["row_id"]) for n, f in splits.items()}
+
+
+def test_rows_keep_their_split_when_the_dataset_grows() -> None:
+    small = clean_medquad(synthetic_raw(1500)).frame
+    large = clean_medquad(synthetic_raw(3000)).frame
+    before = {row: name for name, frame in split_dataset(small).items() for row in frame["row_id"]}
+    after = {row: name for name, frame in split_dataset(large).items() for row in frame["row_id"]}
+    assert all(after[row] == name for row, name in before.items())
+
+
+def test_shared_question_text_links_different_focuses() -> None:
+    raw = raw_rows(
+        [
+            {"question": "How is it treated?", "answer": "a1", "question_focus": "A", "question_type": "treatment"},
+            {"question": "how is it  treated", "answer": "a2", "question_focus": "B", "question_type": "treatment"},
+            {"question": "What is B?", "answer": "a3", "question_focus": "B", "question_type": "information"},
+        ]
+    )
+    groups = leakage_groups(clean_medquad(raw).frame)
+    assert groups.nunique() == 1
+
+
+def test_production_sets_partition_the_evaluation_split() -> None:
+    evaluation = split_dataset(clean_medquad(synthetic_raw()).frame)["evaluation"]
+    sets = cut_production_sets(evaluation, 4)
+    assert list(sets) == ["set1", "set2", "set3", "set4"]
+    assert production_sets_coverage(evaluation, sets) == {"missing": 0, "in_several_sets": 0, "not_in_evaluation": 0}
+    assert all(len(s) > 0 for s in sets.values())
+
+
+# A labelled set: (text, kinds that must be redacted). Recall is measured per labelled item.
+PII_LABELLED = [
+    ("write to jane.doe@example.com please", {"email"}),
+    ("my email is J.Smith+meds@mail.co.uk", {"email"}),
+    ("call me on 555-867-5309", {"phone"}),
+    ("phone (212) 555-0199 after 5pm", {"phone"}),
+    ("reach me at +1 415.555.2671", {"phone"}),
+    ("my ssn is 123-45-6789", {"ssn"}),
+    ("SSN 078 05 1120 on file", {"ssn"}),
+    ("DOB: 03/14/1985, allergic to penicillin", {"date_of_birth"}),
+    ("I was born on March 3, 1990", {"date_of_birth"}),
+    ("date of birth 1975-07-21", {"date_of_birth"}),
+    ("birthday 4 July 1960", {"date_of_birth"}),
+    ("see https://portal.example.org/patients/84721 for my chart", {"url"}),
+    ("results at https://labs.example.com/view?patient_id=99812&token=abc", {"url"}),
+    ("profile www.mysite.com/u/janedoe", {"url"}),
+    ("email a@b.io and phone 555-123-4567", {"email", "phone"}),
+]
+NOT_PII = [
+    "Adults need 7 to 9 hours of sleep; take 2 tablets every 4 hours.",
+    "Read more at https://www.cancer.gov/types/leukemia/patient/adult-all-treatment-pdq",
+    "Call the NCI's Cancer Information Service at 1-800-4-CANCER.",
+    "In 1985, researchers found the gene on chromosome 11.",
+    "Newborn screening happens at birth in every state.",
+]
+
+
+def test_pii_recall_on_a_labelled_set_and_no_false_alarms() -> None:
+    scrubbed, counts = scrub_texts([text for text, _ in PII_LABELLED])
+    found = 0
+    for (text, kinds), clean in zip(PII_LABELLED, scrubbed, strict=True):
+        markers = {"email": "[EMAIL]", "phone": "[PHONE]", "ssn": "[SSN]", "date_of_birth": "[DOB]", "url": "[URL]"}
+        found += all(markers[kind] in clean for kind in kinds)
+    recall = found / len(PII_LABELLED)
+    assert recall >= 0.95, (recall, scrubbed)
+    untouched, no_counts = scrub_texts(NOT_PII)
+    assert untouched == NOT_PII and sum(no_counts.values()) == 0
+    assert counts["email"] == 3 and counts["ssn"] == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "shape", "records", "rejected"),
+    [
+        (b'{"question": "a"}\n{"question": "b"}\n', "json_lines", 2, 0),
+        (b'[{"question": "a"}, 3]', "json_array", 1, 1),
+        (b'{"question": "a", "answer": "b"}', "json_object", 1, 0),
+        (b'{"question": "a"}\n{broken\n', "json_lines", 1, 1),
+    ],
+)
+def test_log_shapes(data: bytes, shape: str, records: int, rejected: int) -> None:
+    parsed = parse_log_bytes(data)
+    assert (parsed.shape, len(parsed.records), len(parsed.rejected)) == (shape, records, rejected)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty_file"),
+        (b"  \n", "empty_file"),
+        (b"\xff\xfe{}", "invalid_utf8"),
+        (b"3.5", "json_scalar"),
+        (b'[{"a": 1', "truncated_json"),
+        (b"a,b\n1,2", "not_json"),
+    ],
+)
+def test_unparseable_files(data: bytes, reason: str) -> None:
+    with pytest.raises(UnparseableFile) as error:
+        parse_log_bytes(data)
+    assert error.value.reason == reason
