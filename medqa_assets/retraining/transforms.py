@@ -26,6 +26,7 @@ from medqa_assets.retraining.parsing import (
     parse_log_bytes,
 )
 from medqa_assets.retraining.pii import PII_KINDS, scrub_array
+from medqa_assets.text import collapse_whitespace
 
 MAX_QUESTION_CHARS = 10_000
 MAX_ANSWER_CHARS = 100_000
@@ -61,15 +62,6 @@ class ChunkResult:
     evaluation_rows: list[tuple[int, str, str, str]] = field(default_factory=list)  # (line, set, row_id, answer)
     ts_min: str | None = None
     ts_max: str | None = None
-
-
-def _normalize_whitespace(values: pa.Array) -> pa.Array:
-    trimmed = pc.utf8_trim_whitespace(values)
-    messy = pc.fill_null(pc.match_substring_regex(trimmed, r"\s\s|[\t\n\r\f\v]"), False)
-    if not pc.any(messy).as_py():
-        return trimmed
-    fixed = pc.replace_substring_regex(pc.filter(trimmed, messy), r"\s+", " ")
-    return pc.replace_with_mask(trimmed, messy, fixed)
 
 
 def _parse_timestamps(values: list[Any]) -> tuple[pd.Series, pd.Series]:
@@ -119,8 +111,8 @@ def transform_records(records: list[dict[str, Any]], sources: list[str], result:
     failed = np.array([s is not None and str(s) != "200" for s in status])
     reject(failed, REJECT_REQUEST_FAILED)
 
-    question_array = _normalize_whitespace(pa.array(questions, type=pa.large_string()))
-    answer_array = _normalize_whitespace(pa.array(answers, type=pa.large_string()))
+    question_array = collapse_whitespace(pa.array(questions, type=pa.large_string()))
+    answer_array = collapse_whitespace(pa.array(answers, type=pa.large_string()))
     question_length = pc.fill_null(pc.utf8_length(question_array), 0).to_numpy(zero_copy_only=False)
     answer_length = pc.fill_null(pc.utf8_length(answer_array), 0).to_numpy(zero_copy_only=False)
     reject((question_length > MAX_QUESTION_CHARS) | (answer_length > MAX_ANSWER_CHARS), REJECT_TOO_LARGE)

@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from medqa_assets.checks import fail_if_any_failed, schema_check_result, schema_check_spec
+from medqa_assets.lineage import MlflowLineageResource, record_dataset_split
 from medqa_assets.resources import ObjectStoreResource
 from medqa_assets.settings import Settings
 from medqa_assets.splitting.schemas import QA_SCHEMA, validate_frame
@@ -64,7 +65,10 @@ def _split_checks() -> list[dg.AssetCheckSpec]:
     check_specs=_split_checks(),
 )
 def dataset_split(
-    context: dg.AssetExecutionContext, store: ObjectStoreResource, medquad_clean: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    store: ObjectStoreResource,
+    mlflow: MlflowLineageResource,
+    medquad_clean: pd.DataFrame,
 ) -> Iterator[Any]:
     groups = leakage_groups(medquad_clean)
     splits = split_dataset(medquad_clean, groups=groups)
@@ -122,6 +126,9 @@ def dataset_split(
     }
     store.get_store().write_json(SPLIT_METADATA, metadata)
     context.log.info(f"splits {counts}; metadata at {SPLIT_METADATA}")
+    run_id = record_dataset_split(mlflow, store.get_store(), metadata, splits, log=context.log.warning)
+    if run_id:
+        context.log.info(f"lineage: MLflow run {run_id} in experiment {mlflow.experiment_name}")
 
 
 def production_set_keys(count: int) -> dict[str, dg.AssetKey]:

@@ -19,6 +19,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from medqa_assets.storage.layout import SPLIT_NAMES, production_set_name
+from medqa_assets.text import collapse_whitespace
 
 CLEAN_COLUMNS: list[str] = [
     "row_id",
@@ -58,8 +59,7 @@ class CleanResult:
 
 def normalize_whitespace(values: pd.Series) -> pd.Series:
     """Collapse every run of white space to one space and trim; missing stays missing."""
-    array = pa.array(values.astype("string"), type=pa.large_string(), from_pandas=True)
-    collapsed = pc.utf8_trim_whitespace(pc.replace_substring_regex(array, r"\s+", " "))
+    collapsed = collapse_whitespace(pa.array(values.astype("string"), type=pa.large_string(), from_pandas=True))
     return pd.Series(collapsed.to_numpy(zero_copy_only=False), index=values.index, dtype="string")
 
 
