@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import random
+from functools import cache
 from typing import Any
 
 import numpy as np
-from rouge_score import rouge_scorer
 
 METRIC = "rouge1_f1"
 MAX_SCORED = 1000  # score a seeded sample of large batches
-_SCORER = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
+
+
+@cache
+def _scorer() -> object:
+    from rouge_score import rouge_scorer  # imports NLTK (seconds): only when there is something to score
+
+    return rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
 
 
 def answer_quality(pairs: list[tuple[str, str]], sample: int = MAX_SCORED, seed: int = 0) -> dict[str, Any] | None:
@@ -18,7 +24,7 @@ def answer_quality(pairs: list[tuple[str, str]], sample: int = MAX_SCORED, seed:
     if not pairs:
         return None
     scored = pairs if len(pairs) <= sample else random.Random(seed).sample(pairs, sample)
-    scores = np.array([_SCORER.score(reference, answer)["rouge1"].fmeasure for answer, reference in scored])
+    scores = np.array([_scorer().score(reference, answer)["rouge1"].fmeasure for answer, reference in scored])
     counts, bins = np.histogram(scores, bins=10, range=(0.0, 1.0))
     return {
         "metric": METRIC,

@@ -64,20 +64,36 @@ class ChunkResult:
     ts_max: str | None = None
 
 
-def _parse_timestamps(values: list[Any]) -> tuple[pd.Series, pd.Series]:
-    """ISO 8601 strings or epoch seconds -> ISO strings (UTC); and a mask of unparseable ones."""
-    series = pd.Series(values, dtype=object)
-    present = series.notna()
-    numeric = series.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool))
-    parsed = pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns, UTC]")
+def _parse_timestamps(values: list[Any]) -> tuple[list[str | None], np.ndarray]:
+    """ISO 8601 strings or epoch seconds -> ISO strings in UTC; and a mask of unparseable ones."""
+    kinds = np.array(
+        [
+            2
+            if isinstance(v, str)
+            else 1
+            if isinstance(v, int | float) and v is not True and v is not False
+            else 0
+            if v is None
+            else 3
+            for v in values
+        ],
+        dtype=np.int8,
+    )
+    seconds = np.full(len(values), np.nan)
+    numeric = kinds == 1
     if numeric.any():
-        parsed[numeric] = pd.to_datetime(series[numeric].astype(float), unit="s", utc=True, errors="coerce")
-    text = present & series.map(lambda v: isinstance(v, str))
+        seconds[numeric] = [values[i] for i in np.flatnonzero(numeric)]
+    text = kinds == 2
     if text.any():
-        parsed[text] = pd.to_datetime(series[text], format="ISO8601", utc=True, errors="coerce")
-    bad = present & parsed.isna()
-    iso = parsed.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").where(parsed.notna(), None)
-    return iso, bad
+        parsed = pd.to_datetime(
+            pd.Series([values[i] for i in np.flatnonzero(text)]), format="ISO8601", utc=True, errors="coerce"
+        )
+        seconds[text] = parsed.to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9
+        seconds[np.flatnonzero(text)[parsed.isna().to_numpy()]] = np.nan
+    valid = ~np.isnan(seconds) & (np.abs(np.nan_to_num(seconds)) < 32_503_680_000)  # before year 3000
+    millis = pa.array(np.where(valid, seconds * 1000, 0).astype("int64"), mask=~valid).cast(pa.timestamp("ms", "UTC"))
+    iso = pc.strftime(millis, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+    return iso, (kinds == 3) | ((kinds != 0) & ~valid)
 
 
 def _as_text(value: Any) -> Any:
@@ -119,7 +135,7 @@ def transform_records(records: list[dict[str, Any]], sources: list[str], result:
     reject(question_length == 0, REJECT_MISSING_QUESTION)
     reject(answer_length == 0, REJECT_MISSING_ANSWER)
     timestamps, bad_time = _parse_timestamps(raw_times)
-    reject(bad_time.to_numpy(), REJECT_BAD_TIMESTAMP)
+    reject(bad_time, REJECT_BAD_TIMESTAMP)
 
     keep = reasons == None  # noqa: E711
     for index in np.flatnonzero(~keep):
@@ -138,36 +154,36 @@ def transform_records(records: list[dict[str, Any]], sources: list[str], result:
     for kind in PII_KINDS:
         result.pii[kind] += counts_q[kind] + counts_a[kind]
 
-    frame = pd.DataFrame(
-        {
-            "question": question_array.to_pylist(),
-            "answer": answer_array.to_pylist(),
-            "timestamp": timestamps[keep].tolist(),
-            "source_file": [s for s, k in zip(sources, keep, strict=True) if k],
-            **{
-                name: [v for v, k in zip(provenance[name], keep, strict=True) if k]
-                for name in ("slice", "production_set", "row_id")
-            },
+    columns = {
+        "question": question_array.to_pylist(),
+        "answer": answer_array.to_pylist(),
+        "timestamp": [t for t, k in zip(timestamps, keep, strict=True) if k],
+        "source_file": [s for s, k in zip(sources, keep, strict=True) if k],
+        **{
+            name: [v for v, k in zip(provenance[name], keep, strict=True) if k]
+            for name in ("slice", "production_set", "row_id")
         },
-        columns=OUTPUT_COLUMNS,
-    )
-    if frame.empty:
+    }
+    if not columns["question"]:
         return
-    hashes = pd.util.hash_pandas_object(frame[["question", "answer"]], index=False).to_numpy()
+    hashes = pd.util.hash_array(
+        np.array([f"{q}\x1f{a}" for q, a in zip(columns["question"], columns["answer"], strict=True)], dtype=object),
+        categorize=False,
+    )
     offset = len(result.lines)
-    result.lines.extend(orjson.dumps(row) + b"\n" for row in frame.to_dict("records"))
+    result.lines.extend(
+        orjson.dumps(dict(zip(OUTPUT_COLUMNS, row, strict=True))) + b"\n"
+        for row in zip(*(columns[name] for name in OUTPUT_COLUMNS), strict=True)
+    )
     result.hashes = np.concatenate([result.hashes, hashes])
-    stamps = frame["timestamp"].dropna()
-    if not stamps.empty:
-        low, high = stamps.min(), stamps.max()
+    stamps = [t for t in columns["timestamp"] if t is not None]
+    if stamps:
+        low, high = min(stamps), max(stamps)
         result.ts_min = low if result.ts_min is None else min(result.ts_min, low)
         result.ts_max = high if result.ts_max is None else max(result.ts_max, high)
-    with_reference = frame["row_id"].notna() & frame["production_set"].notna()
-    for index in np.flatnonzero(with_reference.to_numpy()):
-        row = frame.iloc[index]
-        result.evaluation_rows.append(
-            (offset + int(index), str(row["production_set"]), str(row["row_id"]), row["answer"])
-        )
+    for index, (set_name, row_id) in enumerate(zip(columns["production_set"], columns["row_id"], strict=True)):
+        if set_name is not None and row_id is not None:
+            result.evaluation_rows.append((offset + index, str(set_name), str(row_id), columns["answer"][index]))
 
 
 def transform_files(files: list[tuple[str, bytes]]) -> ChunkResult:
