@@ -1,0 +1,57 @@
+"""One sensor tick from the command line, without a running daemon: ``medqa tick``.
+
+Evaluates ``raw_logs_sensor`` through the Dagster instance (``DAGSTER_HOME``), adds the versions
+it claims as partitions, and runs ``retraining_etl`` for each requested version that has not
+succeeded yet, in this process. Runs are recorded in the instance as with the daemon.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+def tick_and_run(instance: dg.DagsterInstance) -> list[tuple[str, bool]]:
+    """Returns (version, succeeded) for every run launched."""
+    from medqa_assets.definitions import defs
+    from medqa_assets.retraining.assets import raw_logs_sensor
+
+    context = dg.build_sensor_context(
+        instance=instance, resources=defs.resources, repository_def=defs.get_repository_def()
+    )
+    result = raw_logs_sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    job = defs.resolve_job_def("retraining_etl")
+    outcomes = []
+    for request in result.run_requests:
+        done = instance.get_runs(
+            filters=dg.RunsFilter(
+                job_name=job.name,
+                statuses=[dg.DagsterRunStatus.SUCCESS],
+                tags={"dagster/partition": request.partition_key},
+            ),
+            limit=1,
+        )
+        if done and not _claim_open(request.partition_key):
+            continue
+        run = job.execute_in_process(instance=instance, partition_key=request.partition_key, raise_on_error=False)
+        outcomes.append((request.partition_key, run.success))
+    return outcomes
+
+
+def _claim_open(version: str) -> bool:
+    from medqa_assets.storage.layout import claim_key
+    from medqa_assets.storage.object_store import ObjectStore
+
+    return ObjectStore.from_settings().exists(claim_key(version))
+
+
+def main() -> int:
+    with dg.DagsterInstance.get() as instance:
+        outcomes = tick_and_run(instance)
+    if not outcomes:
+        print("no settled new files under retraining_data_raw/ and no unfinished version")
+        return 0
+    for version, success in outcomes:
+        print(f"{version}: {'complete' if success else 'FAILED (see the run in the Dagster UI or logs)'}")
+    return 0 if all(success for _, success in outcomes) else 1
