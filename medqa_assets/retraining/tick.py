@@ -1,8 +1,9 @@
 """One sensor tick from the command line, without a running daemon: ``medqa tick``.
 
 Evaluates ``raw_logs_sensor`` through the Dagster instance (``DAGSTER_HOME``), adds the versions
-it claims as partitions, and runs ``retraining_etl`` for each requested version that has not
-succeeded yet, in this process. Runs are recorded in the instance as with the daemon.
+it claims as partitions, and runs ``retraining_etl`` in this process for each version the sensor
+requests (one per open claim, so an unfinished version is finished). Runs are recorded in the
+instance as with the daemon.
 """
 
 from __future__ import annotations
@@ -23,27 +24,10 @@ def tick_and_run(instance: dg.DagsterInstance) -> list[tuple[str, bool]]:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     job = defs.resolve_job_def("retraining_etl")
     outcomes = []
-    for request in result.run_requests:
-        done = instance.get_runs(
-            filters=dg.RunsFilter(
-                job_name=job.name,
-                statuses=[dg.DagsterRunStatus.SUCCESS],
-                tags={"dagster/partition": request.partition_key},
-            ),
-            limit=1,
-        )
-        if done and not _claim_open(request.partition_key):
-            continue
+    for request in result.run_requests:  # one per open claim, i.e. per unfinished version
         run = job.execute_in_process(instance=instance, partition_key=request.partition_key, raise_on_error=False)
         outcomes.append((request.partition_key, run.success))
     return outcomes
-
-
-def _claim_open(version: str) -> bool:
-    from medqa_assets.storage.layout import claim_key
-    from medqa_assets.storage.object_store import ObjectStore
-
-    return ObjectStore.from_settings().exists(claim_key(version))
 
 
 def main() -> int:
