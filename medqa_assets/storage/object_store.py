@@ -194,21 +194,27 @@ class ObjectStore:
                         raise FileExistsError(key) from error
                     raise
                 return
-            target = Path(self.path(key))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
-            try:
-                with open(temp, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                if exclusive:
-                    os.link(temp, target)  # fails if target exists: an atomic create-if-absent
-                else:
-                    os.replace(temp, target)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
+            with self._atomic_local_file(key, exclusive=exclusive) as handle:
+                handle.write(data)
+
+    @contextlib.contextmanager
+    def _atomic_local_file(self, key: str, *, exclusive: bool = False) -> Iterator[Any]:
+        """A temporary file beside the target, put in place only when the block succeeds."""
+        target = Path(self.path(key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
+        try:
+            with open(temp, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            if exclusive:
+                os.link(temp, target)  # fails if the target exists: an atomic create-if-absent
+            else:
+                os.replace(temp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
 
     @contextlib.contextmanager
     def open_write(self, key: str) -> Iterator[Any]:
@@ -227,18 +233,8 @@ class ObjectStore:
                     raise
                 handle.close()
                 return
-            target = Path(self.path(key))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
-            try:
-                with open(temp, "wb") as handle:
-                    yield handle
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temp, target)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
+            with self._atomic_local_file(key) as handle:
+                yield handle
 
     def delete(self, key: str) -> None:
         with self._translated_errors(f"delete {key}"), contextlib.suppress(FileNotFoundError):
