@@ -7,7 +7,7 @@ so this package only holds what they share: the user-facing error and time-order
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from medqa_assets.storage import layout
 
@@ -37,7 +37,7 @@ class RawLogKeyClock:
 
     def next_key(self, original_name: str) -> str:
         with self._lock:
-            when = datetime.now(timezone.utc)
+            when = datetime.now(UTC)
             if self._last is not None and when <= self._last:
                 when = self._last + timedelta(microseconds=1)
             self._last = when

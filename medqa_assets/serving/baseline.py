@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from medqa_assets.serving import MissingInputError, OFFLINE_JOB_HINT
+from medqa_assets.serving import OFFLINE_JOB_HINT, MissingInputError
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
 
@@ -108,7 +108,9 @@ class NearestQuestionBaseline:
         """The most similar training row (the first one on ties, row 0 if no term is known)."""
         scores = self.scores(question)
         index = int(np.argmax(scores))
-        return Match(index=index, score=float(scores[index]), question=self.questions[index], answer=self.answers[index])
+        return Match(
+            index=index, score=float(scores[index]), question=self.questions[index], answer=self.answers[index]
+        )
 
     def answer(self, question: str) -> str:
         return self.nearest(question).answer

@@ -1,0 +1,181 @@
+"""The ``medqa`` command line: ``serve``, ``simulate``, ``ingest-logs``.
+
+Subcommands register themselves with :func:`command`; adding one is a ``configure`` function for
+its flags and a ``run`` function returning the exit code. Errors a person can fix (configuration,
+store access, missing inputs) print ``error: <message>`` on one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from medqa_assets.serving import CommandError
+from medqa_assets.settings import ConfigurationError
+from medqa_assets.storage.object_store import StoreError
+
+USAGE_ERROR = 2
+HANDLED_ERRORS = (ConfigurationError, StoreError, CommandError)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register ``run`` as the subcommand ``name``."""
+
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = Command(name=name, help=help, configure=configure, run=run)
+        return run
+
+    return register
+
+
+def _positive(kind: type) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+        return value
+
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+# -- serve ----------------------------------------------------------------------------------------
+def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    parser.add_argument("--workers", type=_positive(int), default=1, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--access-log", action="store_true", help="log every request (off by default)")
+
+
+@command("serve", "run the reference inference endpoint (TF-IDF nearest training question)", _configure_serve)
+def _serve(args: argparse.Namespace) -> int:
+    from medqa_assets.serving.endpoint import serve
+
+    serve(args.host, args.port, workers=args.workers, log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
+# -- simulate -------------------------------------------------------------------------------------
+def _configure_simulate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="set_name", metavar="SET", required=True, help="production set, e.g. set1")
+    parser.add_argument("--endpoint", required=True, help="base URL of the endpoint, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--rate", type=_positive(float), default=10.0, help="requests per second (default 10)")
+    parser.add_argument("--concurrency", type=_positive(int), default=64, help="most requests in flight (default 64)")
+    parser.add_argument("--limit", type=_non_negative_int, default=None, help="send at most N questions (default all)")
+    parser.add_argument("--arrivals", choices=["poisson", "uniform"], default="poisson", help="default poisson")
+    parser.add_argument("--slice", dest="slice_tag", metavar="TAG", default=None, help="slice tag of every request")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals (default 0)")
+    parser.add_argument("--batch-size", type=_positive(int), default=200, help="log records per object (default 200)")
+    parser.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds per request (default 10)")
+    parser.add_argument("--retries", type=_non_negative_int, default=2, help="retries per request (default 2)")
+    parser.add_argument(
+        "--transport",
+        choices=["lean", "httpx"],
+        default="lean",
+        help="transport under the httpx client: lean (default, http:// only, cheap per request) or httpx's pool",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@command("simulate", "replay a production set against an endpoint and log its answers", _configure_simulate)
+def _simulate(args: argparse.Namespace) -> int:
+    from medqa_assets.serving.simulator import simulate
+
+    summary = simulate(
+        args.set_name,
+        args.endpoint,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        limit=args.limit,
+        arrivals=args.arrivals,
+        slice_tag=args.slice_tag,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        timeout=args.timeout,
+        retries=args.retries,
+        progress=not args.no_progress,
+        lean_transport=args.transport == "lean",
+    )
+    print(summary.format())
+    return 1 if summary.sent and not summary.ok else 0
+
+
+# -- ingest-logs ----------------------------------------------------------------------------------
+def _configure_ingest(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="log files or directories of log files")
+
+
+@command("ingest-logs", "upload a serving app's log files into retraining_data_raw/", _configure_ingest)
+def _ingest_logs(args: argparse.Namespace) -> int:
+    from medqa_assets.serving.ingest import ingest_logs
+
+    ingest_logs(args.paths)
+    return 0
+
+
+@command(
+    "tick",
+    "evaluate raw_logs_sensor once and build the versions it requests (no daemon needed)",
+    lambda parser: None,
+)
+def _tick(args: argparse.Namespace) -> int:
+    from medqa_assets.retraining.tick import main as tick_main
+
+    return tick_main()
+
+
+# -- entry point ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medqa", description="MedQA data platform tools")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for spec in COMMANDS.values():
+        sub = subparsers.add_parser(spec.name, help=spec.help, description=spec.help)
+        spec.configure(sub)
+        sub.set_defaults(run=spec.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``medqa`` subcommand; returns the exit code (argparse exits by itself on bad flags)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except HANDLED_ERRORS as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
