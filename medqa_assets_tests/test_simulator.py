@@ -34,7 +34,8 @@ PRODUCTION = pd.DataFrame(
     {
         "question": [f"symptoms of {name}?" for name in DISEASES],
         "answer": [f"REFERENCE answer {i}" for i in range(ROWS)],
-        "question_id": [f"q-{i:03d}" for i in range(ROWS)],
+        "row_id": [f"r-{i:03d}" for i in range(ROWS)],
+        "question_id": ["0000001-1"] * ROWS,  # MedQuAD's own ids repeat; row_id is the unique one
         "focus_area": ["x"] * ROWS,
     }
 )
@@ -83,7 +84,7 @@ def test_records_land_in_the_store_in_batches(endpoint_url, store, lean_transpor
 
     records = [record for _, batch in logs for record in batch]
     assert len(records) == 25
-    by_id = PRODUCTION.set_index("question_id")
+    by_id = PRODUCTION.set_index("row_id")
     for record in records:
         assert set(record) == FIELDS  # in particular no reference "answer"
         assert record["status"] == 200 and record["production_set"] == "set1" and record["slice"] == "cardio"
@@ -94,7 +95,7 @@ def test_records_land_in_the_store_in_batches(endpoint_url, store, lean_transpor
         assert record["latency_ms"] > 0
         stamp = datetime.fromisoformat(record["timestamp"])
         assert stamp.utcoffset() == timedelta(0)
-    assert sorted(record["row_id"] for record in records) == [f"q-{i:03d}" for i in range(25)]  # set order
+    assert sorted(record["row_id"] for record in records) == [f"r-{i:03d}" for i in range(25)]  # set order
     assert b"REFERENCE" not in b"".join(store.read_bytes(key) for key in keys)
 
 

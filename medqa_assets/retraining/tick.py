@@ -16,10 +16,10 @@ def tick_and_run(instance: dg.DagsterInstance) -> list[tuple[str, bool]]:
     from medqa_assets.definitions import defs
     from medqa_assets.retraining.assets import raw_logs_sensor
 
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance, resources=defs.resources, repository_def=defs.get_repository_def()
-    )
-    result = raw_logs_sensor(context)
+    ) as context:
+        result = raw_logs_sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     job = defs.resolve_job_def("retraining_etl")

@@ -89,10 +89,10 @@ def _rows(frame: pd.DataFrame, limit: int | None) -> list[tuple[str, Any]]:
     if frame.empty:
         return []
     questions = [value if isinstance(value, str) else "" for value in frame["question"].tolist()]
-    if "question_id" in frame.columns:
-        ids = [
-            None if isinstance(value, float) and math.isnan(value) else value for value in frame["question_id"].tolist()
-        ]
+    # row_id is the split's unique lineage id (MedQuAD's question_id repeats across rows)
+    id_column = next((c for c in ("row_id", "question_id") if c in frame.columns), None)
+    if id_column:
+        ids = [None if isinstance(value, float) and math.isnan(value) else value for value in frame[id_column].tolist()]
     else:
         ids = list(range(len(frame)))
     return list(zip(questions, ids, strict=True))
