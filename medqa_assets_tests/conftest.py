@@ -78,3 +78,10 @@ def local_store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalSto
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MEDQA_STORE_URL", str(root))
     return LocalStoreEnv(store_url=str(root), root=root)
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lineage runs of every test go to a SQLite file of its own, never into the working tree."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -9,7 +9,7 @@ import dagster as dg
 import datasets
 import pytest
 
-from medqa_assets.resources import ObjectStoreResource
+from medqa_assets.resources import build_resources
 from medqa_assets.retraining import build as build_module
 from medqa_assets.retraining.assets import raw_logs, raw_logs_sensor, retraining_data, versions_partitions
 from medqa_assets.retraining.versioning import claim_pending, open_claims, read_tracker
@@ -17,7 +17,8 @@ from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
 
 GOOD_JSONL = (
-    b'{"ts": "2026-11-01T10:00:00Z", "question": "What  is flu?", "slice": "a", "answer": "A virus.", "latency_ms": 5}\n'
+    b'{"ts": "2026-11-01T10:00:00Z", "question": "What  is flu?", "slice": "a", "answer": "A virus.", '
+    b'"latency_ms": 5}\n'
     b'{"ts": 1793000000, "question": "Mail me at jo@example.com", "symptoms": ["x"], "answer": "ok", '
     b'"lat_ms": 3, "q_tags": ["t"]}\n'
 )
@@ -79,10 +80,10 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ob
 
 
 def run_sensor(instance: dg.DagsterInstance) -> dg.SensorResult:
-    context = dg.build_sensor_context(
-        instance=instance, resources={"store": ObjectStoreResource()}, instance_ref=instance.get_ref()
-    )
-    result = raw_logs_sensor(context)
+    with dg.build_sensor_context(
+        instance=instance, resources=build_resources(), instance_ref=instance.get_ref()
+    ) as context:
+        result = raw_logs_sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return result
@@ -93,7 +94,7 @@ def materialize(instance: dg.DagsterInstance, version: str) -> dg.ExecuteInJobRe
         [raw_logs, retraining_data],
         partition_key=version,
         instance=instance,
-        resources={"store": ObjectStoreResource()},
+        resources=build_resources(),
     )
 
 
@@ -279,7 +280,7 @@ def test_crash_at_each_step_then_rerun_finishes_exactly_once(
                 [raw_logs, retraining_data],
                 partition_key="v1",
                 instance=instance,
-                resources={"store": ObjectStoreResource()},
+                resources=build_resources(),
                 raise_on_error=False,
             )
             assert not crashed.success
@@ -307,14 +308,14 @@ def test_changed_file_after_claim_is_refused(store: ObjectStore) -> None:
     with dg.instance_for_test() as instance:
         run_sensor(instance)
         assert dg.materialize(
-            [raw_logs], partition_key="v1", instance=instance, resources={"store": ObjectStoreResource()}
+            [raw_logs], partition_key="v1", instance=instance, resources=build_resources()
         ).success
         store.write_bytes(key, GOOD_JSONL + SINGLE_OBJECT + b"\n")
         result = dg.materialize(
             [retraining_data],
             partition_key="v1",
             instance=instance,
-            resources={"store": ObjectStoreResource()},
+            resources=build_resources(),
             raise_on_error=False,
         )
     assert not result.success
