@@ -176,6 +176,11 @@ class ObjectStore:
         with self._translated_errors(f"read {key}"):
             return self.fs.cat_file(self.path(key))
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) of an object: for sampling large objects."""
+        with self._translated_errors(f"read {key}"):
+            return self.fs.cat_file(self.path(key), start=start, end=end)
+
     def open_read(self, key: str) -> Any:
         with self._translated_errors(f"read {key}"):
             return self.fs.open(self.path(key), "rb")

@@ -1,0 +1,145 @@
+"""Tab "Drift": production questions of a version against the training split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dashboard import data
+from dashboard import drift as stats
+from dashboard.views.common import (
+    binned_figure,
+    cached,
+    chart,
+    follow_newest,
+    missing,
+    retraining_commands,
+    sample_note,
+    section,
+)
+from medqa_assets.storage import layout
+from medqa_assets.storage.object_store import ObjectStore
+
+LEVEL_BADGES = {
+    "none": ":green-badge[no drift]",
+    "moderate": ":orange-badge[moderate drift]",
+    "strong": ":red-badge[strong drift]",
+    "unknown": ":gray-badge[not enough data]",
+}
+
+
+def build_report(store: ObjectStore, production_key: str) -> dict[str, Any] | None:
+    """The drift report of one version against the training split (production rows typed via row_id)."""
+    splits = {name: data.read_jsonl(store, key, data.SPLIT_COLUMNS) for name, key in layout.SPLIT_KEYS.items()}
+    production = data.read_jsonl(store, production_key, data.RETRAINING_READ_COLUMNS, sample_bytes=data.SAMPLE_BYTES)
+    training = splits["training"]
+    if training is None or production is None:
+        return None
+    types = pd.concat(
+        [table.frame[["row_id", "question_type"]] for table in splits.values() if table is not None], ignore_index=True
+    )
+    frame = production.frame.assign(question_type=stats.attach_question_types(production.frame, types))
+    report = stats.drift_report(training.frame, frame)
+    report["info"] = production.info()
+    return report
+
+
+def render(store: ObjectStore) -> None:
+    training_key = layout.SPLIT_KEYS["training"]
+    split_tokens = {key: data.token_of(store, key) for key in layout.SPLIT_KEYS.values()}
+    versions = data.list_versions(store)
+    if split_tokens[training_key] is None:
+        missing("No training split to compare against", [data.OFFLINE_COMMAND])
+    if not versions.complete:
+        missing("No retraining data versions yet, so no production traffic to compare", retraining_commands())
+    if split_tokens[training_key] is None or not versions.complete:
+        return
+
+    follow_newest("drift_version", versions.newest)
+    version = st.selectbox(
+        "Production data version",
+        list(reversed(versions.complete)),
+        index=0,
+        key="drift_version",
+        format_func=lambda v: f"{v} (newest)" if v == versions.newest else v,
+    )
+    with section(f"Drift of {version} against the training split"):
+        production_key = layout.retraining_data_key(version)
+        report_key = (store.url, tuple(split_tokens.values()), production_key, versions.tokens.get(production_key, ""))
+        report = cached("drift:report", report_key, lambda: build_report(store, production_key))
+        if report is None:
+            st.info("The training split or the version's data disappeared from the store; reload the page.")
+            return
+        if report["info"].rows == 0:
+            st.info(f"{production_key} holds no records.")
+            return
+        _summary(report, version)
+        _charts(report, report_key)
+        sample_note(report["info"], f"Production data of {version}")
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The per-feature statistics, formatted for reading."""
+    return pd.DataFrame(
+        {
+            "feature": summary["feature"],
+            "statistic": summary["statistic"],
+            "value": summary["value"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
+            "p-value": summary["p_value"].map(lambda v: "–" if pd.isna(v) else f"{v:.2g}"),
+            "training rows": summary["training_rows"].map("{:,}".format),
+            "production rows": summary["production_rows"].map("{:,}".format),
+            "test": summary["test"],
+        }
+    ).set_index("feature")
+
+
+def _summary(report: dict[str, Any], version: str) -> None:
+    st.subheader(f"Summary: {version} against the training split")
+    summary = report["summary"]
+    for row in summary.itertuples():
+        st.markdown(f"{LEVEL_BADGES.get(row.level, '')} **{row.feature}** — {row.verdict}")
+    st.table(summary_table(summary))
+    st.caption(
+        "Verdicts use the effect size: KS D or Jensen–Shannon distance below 0.10 is no meaningful drift, "
+        "0.10–0.25 moderate, above 0.25 strong; a p-value above 0.05 always counts as no drift."
+    )
+    if report["question_types"] is None:
+        st.caption(
+            f"No question-type comparison: only {report['question_type_coverage']:.0%} of production rows could be "
+            "traced to a MedQuAD row (row_id) with a question type."
+        )
+
+
+def _terms_figure(terms: pd.DataFrame) -> Any:
+    top = terms.head(20).iloc[::-1]
+    return px.bar(top, x="difference_pp", y="term", orientation="h",
+                  hover_data={"training": ":.1%", "production": ":.1%"},
+                  labels={"difference_pp": "production − training (percentage points of questions)", "term": ""},
+                  title="Top-term frequency differences")
+
+
+def _types_figure(types: pd.DataFrame) -> Any:
+    long = types.melt(id_vars=["question_type"], value_vars=["training", "production"], var_name="data",
+                      value_name="share")
+    fig = px.bar(long, x="question_type", y="share", color="data", barmode="group",
+                 title="question_type: training vs production", labels={"data": ""})
+    fig.update_yaxes(tickformat=".0%")
+    return fig
+
+
+def _charts(report: dict[str, Any], key: tuple) -> None:
+    chart("drift_lengths", key, lambda: binned_figure(
+        {"question (production question vs training question)": report["question_lengths"],
+         "answer (chatbot answer vs reference answer)": report["answer_lengths"]},
+        "Length distributions, training vs production", "words", overlay=True), height=320)
+    left, right = st.columns(2)
+    with left:
+        chart("drift_terms", key, lambda: _terms_figure(report["terms"]), height=460)
+    with right:
+        if report["question_types"] is not None:
+            chart("drift_types", key, lambda: _types_figure(report["question_types"]), height=460)
+        else:
+            st.info("Question types of production traffic are unknown (no row_id linking it to MedQuAD rows).")

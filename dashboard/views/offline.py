@@ -1,0 +1,258 @@
+"""Tab "Offline MedQuAD data": what the offline_etl job produced and how."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dashboard import data
+from dashboard.views.common import (
+    binned_figure,
+    cached,
+    chart,
+    facets,
+    key_value_table,
+    missing,
+    sample_note,
+    section,
+    short_time,
+)
+from medqa_assets.splitting.transforms import cross_split_leakage
+from medqa_assets.storage import layout
+from medqa_assets.storage.object_store import ObjectStore
+
+SPLIT_PREFIX = "data/dataset-split/"
+
+
+def _set_number(key: str) -> int:
+    match = re.search(r"set(\d+)\.json$", key)
+    return int(match.group(1)) if match else 0
+
+
+def split_profile(store: ObjectStore, present: dict[str, str]) -> dict[str, Any]:
+    """What the charts need from the split files: rows, question types, lengths, recomputed leakage."""
+    tables = {name: data.read_jsonl(store, key, data.SPLIT_COLUMNS) for name, key in present.items()}
+    frames = {name: table.frame for name, table in tables.items() if table is not None}
+    questions = {name: data.word_counts(frame["question"]) for name, frame in frames.items()}
+    answers = {name: data.word_counts(frame["answer"]) for name, frame in frames.items()}
+    return {
+        "rows": {name: len(frame) for name, frame in frames.items()},
+        "info": {name: table.info() for name, table in tables.items() if table is not None},
+        "types": data.category_distribution({name: frame["question_type"] for name, frame in frames.items()}),
+        "question_lengths": data.histogram(questions),
+        "answer_lengths": data.histogram(answers),
+        "leakage": cross_split_leakage(frames) if len(frames) > 1 else None,
+    }
+
+
+def render(store: ObjectStore) -> None:
+    split_tokens = data.listing(store, SPLIT_PREFIX)
+    set_tokens = {k: t for k, t in data.listing(store, layout.PRODUCTION_SETS_PREFIX).items() if k.endswith(".json")}
+    present = {name: key for name, key in layout.SPLIT_KEYS.items() if key in split_tokens}
+    if layout.SPLIT_METADATA not in split_tokens and not present and not set_tokens:
+        missing(
+            "No offline MedQuAD data in the store yet (no split metadata, splits or production sets)",
+            [data.OFFLINE_COMMAND],
+        )
+        return
+
+    metadata: dict[str, Any] | None = None
+    meta_token = split_tokens.get(layout.SPLIT_METADATA, "")
+    with section(f"Split metadata ({layout.SPLIT_METADATA})"):
+        if layout.SPLIT_METADATA in split_tokens:
+            value = data.read_json(store, layout.SPLIT_METADATA, meta_token)
+            if not isinstance(value, dict):
+                raise data.DataError(f"{layout.SPLIT_METADATA} holds {type(value).__name__}, not a JSON object")
+            metadata = value
+        else:
+            st.warning(f"{layout.SPLIT_METADATA} is missing; re-run `{data.OFFLINE_COMMAND}` to write it.")
+
+    splits_key = (store.url, tuple((name, split_tokens[key]) for name, key in present.items()))
+    profile: dict[str, Any] | None = None
+    if present:
+        with section("Split files"):
+            profile = cached("offline:profile", splits_key, lambda: split_profile(store, present))
+            for name, info in profile["info"].items():
+                sample_note(info, f"Split {name} ({present[name]})")
+
+    _source_and_counts(metadata)
+    _dropped(metadata, (store.url, meta_token))
+    _rows_per_split(store, metadata, meta_token, present, split_tokens, set_tokens, profile)
+    if profile is not None:
+        _question_types(profile, splits_key)
+        with section("Question and answer lengths"):
+            st.subheader("Question and answer lengths")
+            chart("offline_lengths", splits_key, lambda: binned_figure(
+                {"question": profile["question_lengths"], "answer": profile["answer_lengths"]},
+                "Words per question and per answer", "words", overlay=False), height=320)
+            st.caption("Share of rows per length bin and split; the longest 1% are counted in the last bin.")
+    elif not present:
+        missing("No split files in the store, so no question types, lengths or sample", [data.OFFLINE_COMMAND])
+    _leakage(metadata, profile)
+    if present:
+        _sample_viewer(store, present)
+
+
+def _source_and_counts(metadata: dict[str, Any] | None) -> None:
+    st.subheader("Source and provenance")
+    if metadata is None:
+        st.caption("Not available: the split metadata could not be read.")
+        return
+    with section("Source and provenance"):
+        initial, final = metadata.get("initial_records"), metadata.get("final_records")
+        dropped = (metadata.get("dropped") or {}).get("total_dropped")
+        cols = st.columns(4)
+        cols[0].metric("Initial records", f"{initial:,}" if isinstance(initial, int) else "–")
+        cols[1].metric("Final records", f"{final:,}" if isinstance(final, int) else "–")
+        cols[2].metric("Dropped", f"{dropped:,}" if isinstance(dropped, int) else "–")
+        cols[3].metric("Created", short_time(metadata.get("created")), help=str(metadata.get("created")))
+        st.markdown(f"**Source:** {metadata.get('source') or 'not recorded'}")
+        provenance = metadata.get("provenance")
+        if isinstance(provenance, dict) and provenance:
+            with st.expander("Provenance", expanded=True):
+                st.table(key_value_table(provenance).set_index("field"))
+
+
+def _dropped(metadata: dict[str, Any] | None, cache_key: tuple) -> None:
+    if metadata is None:
+        return
+    with section("Dropped rows"):
+        st.subheader("Dropped rows by reason")
+        frame = data.dropped_reasons(metadata)
+        if frame.empty:
+            st.caption("The metadata records no dropped rows.")
+            return
+        left, right = st.columns([1, 2])
+        left.table(frame.set_index("reason"))
+        with right:
+            chart("offline_dropped", cache_key,
+                  lambda: px.bar(frame, x="reason", y="rows", title="Rows dropped while cleaning", text_auto=True),
+                  height=300)
+
+
+def _rows_per_split(
+    store: ObjectStore,
+    metadata: dict[str, Any] | None,
+    meta_token: str,
+    present: dict[str, str],
+    split_tokens: dict[str, str],
+    set_tokens: dict[str, str],
+    profile: dict[str, Any] | None,
+) -> None:
+    with section("Rows per split and production set"):
+        st.subheader("Rows per split and production set")
+        if profile is not None:
+            observed: dict[str, int | None] = dict(profile["rows"])
+        else:
+            observed = {name: data.count_rows(store, key, split_tokens[key]) for name, key in present.items()}
+        counts = data.split_counts(metadata, observed)
+        if metadata:
+            counts["target ratio"] = counts["split"].map(metadata.get("ratios") or {})
+            counts["deviation"] = counts["split"].map(metadata.get("ratio_deviation") or {})
+        mismatch = counts.dropna(subset=["rows (metadata)", "rows (in store)"])
+        mismatch = mismatch[mismatch["rows (metadata)"] != mismatch["rows (in store)"]]
+        sets = pd.DataFrame(
+            [
+                {"set": key.rsplit("/", 1)[-1].removesuffix(".json"), "number": _set_number(key),
+                 "rows": data.count_rows(store, key, token)}
+                for key, token in set_tokens.items()
+            ],
+            columns=["set", "number", "rows"],
+        ).sort_values("number")
+        left, right = st.columns([2, 3])
+        with left:
+            st.table(counts.set_index("split"))
+            if not mismatch.empty:
+                st.warning(f"Row counts differ from the metadata for: {', '.join(mismatch['split'])}.")
+            if sets.empty:
+                missing("No production sets in the store", [data.OFFLINE_COMMAND])
+            else:
+                st.caption(f"{len(sets)} production sets, {int(sets['rows'].sum()):,} rows in all.")
+        with right:
+            plot = pd.concat(
+                [
+                    pd.DataFrame({"kind": "splits", "name": counts["split"],
+                                  "rows": counts["rows (in store)"].fillna(counts["rows (metadata)"])}),
+                    pd.DataFrame({"kind": "production sets", "name": sets["set"], "rows": sets["rows"]}),
+                ],
+                ignore_index=True,
+            ).dropna(subset=["rows"])
+            counts_key = (store.url, meta_token, tuple(split_tokens.get(k, "") for k in present.values()),
+                          tuple(sorted(set_tokens.items())))
+            chart("offline_counts", counts_key, lambda: facets(px.bar(
+                plot, x="name", y="rows", facet_col="kind", facet_col_spacing=0.1, text_auto=True,
+                labels={"name": "", "kind": ""}, title="Rows per split and per production set"), independent_y=True),
+                height=320)
+
+
+def _types_figure(dist: pd.DataFrame) -> Any:
+    order = dist.groupby("question_type")["rows"].sum().sort_values(ascending=False).index.tolist()
+    fig = px.bar(
+        dist, x="question_type", y="share", color="group", barmode="group",
+        category_orders={"question_type": order}, labels={"share": "share of split", "group": ""},
+        hover_data={"rows": True}, title="question_type distribution",
+    )
+    fig.update_yaxes(tickformat=".0%")
+    return fig
+
+
+def _question_types(profile: dict[str, Any], cache_key: tuple) -> None:
+    with section("Question types"):
+        st.subheader("Question types per split")
+        chart("offline_types", cache_key, lambda: _types_figure(profile["types"]), height=360)
+
+
+def _leakage(metadata: dict[str, Any] | None, profile: dict[str, Any] | None) -> None:
+    with section("Leakage check"):
+        st.subheader("Leakage check")
+        st.caption("Normalized questions and question focuses that appear in more than one split (should be 0).")
+        recorded = (metadata or {}).get("leakage")
+        recomputed = (profile or {}).get("leakage")
+        rows = [
+            {
+                "check": label,
+                "recorded by the pipeline": recorded.get(label) if isinstance(recorded, dict) else None,
+                "recomputed from the splits": recomputed.get(label) if isinstance(recomputed, dict) else None,
+            }
+            for label in ("question", "question_focus")
+        ]
+        table = pd.DataFrame(rows)
+        values = [v for row in rows for k, v in row.items() if k != "check" and isinstance(v, int | float)]
+        if not values:
+            st.info("No leakage result: the metadata has none and fewer than two splits are readable.")
+        elif all(v == 0 for v in values):
+            st.success("No leakage: no question or question focus is shared between splits.")
+        else:
+            st.error("Leakage found: some questions or question focuses appear in more than one split.")
+        st.table(table.set_index("check").map(lambda v: "–" if v is None or pd.isna(v) else f"{int(v):,}"))
+
+
+def _sample_viewer(store: ObjectStore, present: dict[str, str]) -> None:
+    with section("Sample viewer"):
+        st.subheader("Sample viewer")
+        cols = st.columns([1, 1, 1, 2])
+        split = cols[0].selectbox("Split", list(present), key="sample_split")
+        seed = int(cols[1].number_input("Seed", min_value=0, value=42, step=1, key="sample_seed"))
+        size = int(cols[2].number_input("Rows", min_value=1, max_value=1000, value=20, step=5, key="sample_size"))
+        keyword = cols[3].text_input("Keyword (question, answer or focus)", key="sample_keyword")
+        table = data.read_jsonl(store, present[split], data.SPLIT_COLUMNS)
+        if table is None:
+            st.info(f"{present[split]} disappeared from the store; reload the page.")
+            return
+        frame = table.frame
+        types = sorted(frame["question_type"].dropna().astype(str).unique())
+        chosen = st.multiselect("question_type", types, key=f"sample_types_{split}")
+        sample = data.filter_and_sample(frame, n=size, seed=seed, question_types=chosen, keyword=keyword)
+        st.caption(f"{len(sample):,} rows shown, a seeded random sample of the matching rows of {split}.")
+        st.dataframe(sample, hide_index=True, width="stretch", height=min(36 * (len(sample) + 1) + 3, 400))
+        st.download_button(
+            "Download sample as CSV",
+            sample.to_csv(index=False).encode("utf-8"),
+            file_name=f"{split}-sample-seed{seed}.csv",
+            mime="text/csv",
+            key="sample_download",
+        )

@@ -1,0 +1,300 @@
+"""Tab "Retraining data": the transformed versions built from production logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dashboard import data
+from dashboard.views.common import (
+    binned_figure,
+    cached,
+    chart,
+    facets,
+    follow_newest,
+    missing,
+    retraining_commands,
+    sample_note,
+    section,
+    short_time,
+)
+from medqa_assets.storage import layout
+from medqa_assets.storage.object_store import ObjectStore
+
+QUARANTINE_SAMPLE_BYTES = 8 * 1024 * 1024
+
+
+def read_metadatas(store: ObjectStore, versions: data.Versions) -> tuple[dict[str, dict | None], dict[str, str]]:
+    """Metadata per complete version, and an error message per version whose metadata is unusable."""
+    metadatas: dict[str, dict | None] = {}
+    errors: dict[str, str] = {}
+    for version in versions.complete:
+        key = layout.retraining_metadata_key(version)
+        token = versions.tokens.get(key)
+        if token is None:
+            metadatas[version] = None
+            errors[version] = f"{key} is missing"
+            continue
+        try:
+            value = data.read_json(store, key, token)
+            if not isinstance(value, dict):
+                raise data.DataError(f"{key} holds {type(value).__name__}, not a JSON object")
+            metadatas[version] = value
+        except Exception as error:
+            metadatas[version] = None
+            errors[version] = data.describe_error(error)
+    return metadatas, errors
+
+
+def _int(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "–"
+
+
+def version_of(key: str) -> str:
+    return key[len(layout.TRANSFORMED_PREFIX) :].split("/", 1)[0]
+
+
+def data_profile(store: ObjectStore, key: str) -> dict[str, Any] | None:
+    """Length histograms and the timestamp trend of one version's data (a sample if it is large)."""
+    table = data.read_jsonl(store, key, data.RETRAINING_READ_COLUMNS, sample_bytes=data.SAMPLE_BYTES)
+    if table is None:
+        return None
+    frame = table.frame
+    timestamps = data.parse_timestamps(frame["timestamp"])
+    scale = 1 / table.fraction if table.sampled and table.fraction else 1.0
+    # A sampled trend is estimated from SAMPLE_WINDOWS windows: keep ~16 of them per period.
+    max_periods = max(6, data.SAMPLE_WINDOWS // 16) if table.sampled else 120
+    trend, unit = data.timestamp_trend(timestamps, scale=scale, max_periods=max_periods)
+    return {
+        "info": table.info(),
+        "questions": data.histogram({version_of(key): data.word_counts(frame["question"])}),
+        "answers": data.histogram({version_of(key): data.word_counts(frame["answer"])}),
+        "trend": trend,
+        "unit": unit,
+        "unparsed_timestamps": int(timestamps.isna().sum()),
+    }
+
+
+def render(store: ObjectStore) -> None:
+    versions = data.list_versions(store)
+    for problem in versions.problems:
+        st.warning(problem)
+    if not versions.complete:
+        note = ""
+        if versions.in_progress:
+            note = f"Being written (not complete yet): {', '.join(versions.in_progress)}. Otherwise produce it with:"
+        missing("No retraining data versions yet", retraining_commands(), note)
+        return
+    metadatas, errors = read_metadatas(store, versions)
+    meta_key = (store.url, tuple((v, versions.tokens.get(layout.retraining_metadata_key(v), "")) for v in metadatas))
+    _versions_over_time(metadatas, errors, versions, meta_key)
+
+    follow_newest("retraining_version", versions.newest)
+    version = st.selectbox(
+        "Version",
+        list(reversed(versions.complete)),
+        index=0,
+        key="retraining_version",
+        format_func=lambda v: f"{v} (newest)" if v == versions.newest else v,
+    )
+    meta = metadatas.get(version)
+    version_key = (store.url, version, versions.tokens.get(layout.retraining_metadata_key(version), ""))
+    if version in errors:
+        st.error(f"Metadata of {version}: {errors[version]}. Counts, PII, quality and manifest are unavailable; "
+                 "the charts from the data itself still follow.")
+    if meta is not None:
+        _counts(version, meta, version_key)
+    _lengths_and_trend(store, version, versions, meta)
+    if meta is not None:
+        _answer_quality(version, meta, metadatas, version_key, meta_key)
+    _quarantine(store, version)
+    if meta is not None:
+        _manifest(version, meta)
+
+
+def _versions_figure(overview: pd.DataFrame) -> Any:
+    x = "created" if overview["created"].notna().all() else "version"
+    long = overview.melt(id_vars=[x, "version"] if x != "version" else ["version"],
+                         value_vars=["records_in", "records_out", "quarantined"], var_name="count",
+                         value_name="records")
+    return px.line(long, x=x, y="records", color="count", markers=True, hover_data=["version"],
+                   title="Records per version over time")
+
+
+def _versions_over_time(
+    metadatas: dict[str, dict | None], errors: dict[str, str], versions: data.Versions, meta_key: tuple
+) -> None:
+    with section("Records per version"):
+        st.subheader("Records per version")
+        if errors:
+            st.error("Unreadable metadata: " + "; ".join(f"{v}: {message}" for v, message in errors.items()))
+        overview = data.versions_overview(metadatas)
+        if overview.empty:
+            st.info("No version has readable metadata, so there is no history to draw.")
+            return
+        chart("retraining_versions", meta_key, lambda: _versions_figure(overview), height=300)
+        st.caption(
+            f"{len(versions.complete)} complete versions; version_tracker.txt = {versions.tracker}"
+            + (f"; in progress: {', '.join(versions.in_progress)}" if versions.in_progress else "")
+        )
+
+
+def _counts(version: str, meta: dict[str, Any], version_key: tuple) -> None:
+    with section(f"Counts of {version}"):
+        st.subheader(f"{version}: counts, rejections and PII")
+        cols = st.columns(5)
+        cols[0].metric("Records in", _int(meta.get("records_in")))
+        cols[1].metric("Records out", _int(meta.get("records_out")))
+        cols[2].metric("Quarantined", _int(meta.get("quarantined")))
+        cols[3].metric("Duplicates removed", _int(meta.get("duplicates_removed")))
+        cols[4].metric("Created", short_time(meta.get("created")), help=str(meta.get("created")))
+        rejections = data.counts_frame(meta.get("rejections"), "name", "count").assign(kind="rejections by reason")
+        pii = data.counts_frame(meta.get("pii_redactions"), "name", "count").assign(kind="PII redactions by kind")
+        left, right = st.columns([1, 2])
+        with left:
+            if rejections.empty:
+                st.success("No records were rejected.")
+            else:
+                st.table(rejections.rename(columns={"name": "rejection reason", "count": "records"})
+                         .set_index("rejection reason")[["records"]])
+            if pii.empty:
+                st.info("The metadata reports no PII redactions.")
+            else:
+                st.table(pii.rename(columns={"name": "PII kind", "count": "redactions"})
+                         .set_index("PII kind")[["redactions"]])
+        with right:
+            both = pd.concat([rejections, pii], ignore_index=True)
+            if not both.empty:
+                chart("retraining_counts", version_key, lambda: facets(px.bar(
+                    both, x="name", y="count", facet_col="kind", facet_col_spacing=0.1, text_auto=True,
+                    labels={"name": "", "kind": ""}, title="Rejections and PII redactions"), independent_y=True),
+                    height=320)
+
+
+def _lengths_and_trend(store: ObjectStore, version: str, versions: data.Versions, meta: dict | None) -> None:
+    key = layout.retraining_data_key(version)
+    with section(f"Data of {version} ({key})"):
+        st.subheader(f"{version}: lengths and timestamps")
+        data_key = (store.url, key, versions.tokens.get(key, ""))
+        profile = cached("retraining:profile", data_key, lambda: data_profile(store, key))
+        if profile is None:
+            st.warning(f"{key} is missing.")
+            return
+        if profile["info"].rows == 0:
+            st.info(f"{key} holds no records.")
+            return
+        left, right = st.columns(2)
+        with left:
+            chart("retraining_lengths", data_key, lambda: binned_figure(
+                {"question": profile["questions"], "answer": profile["answers"]}, "Words per question and answer",
+                "words", overlay=True), height=300)
+        with right:
+            trend = profile["trend"]
+            if trend.empty:
+                st.info("No readable timestamps in this version.")
+            else:
+                chart("retraining_trend", data_key, lambda: px.line(
+                    trend, x="period", y="records", markers=len(trend) < 60,
+                    title=f"Logged records per {profile['unit']} (timestamps inside {version})",
+                ).update_yaxes(rangemode="tozero"), height=300)
+        stamps = (meta or {}).get("timestamps") or {}
+        if isinstance(stamps, dict) and stamps:
+            st.caption(f"Timestamps range from {stamps.get('min')} to {stamps.get('max')}.")
+        if profile["unparsed_timestamps"]:
+            st.caption(f"{profile['unparsed_timestamps']:,} records have no readable timestamp.")
+        sample_note(profile["info"], "Lengths and trend")
+
+
+def _quality_versions_figure(overview: pd.DataFrame) -> Any:
+    metric = overview["metric"].dropna().iloc[0] if overview["metric"].notna().any() else "quality"
+    long = overview.melt(id_vars=["version"], value_vars=["mean", "p50", "p90"], var_name="stat")
+    return px.line(long, x="version", y="value", color="stat", markers=True,
+                   title=f"{metric} per version (versions that report it)")
+
+
+def _answer_quality(
+    version: str, meta: dict[str, Any], metadatas: dict[str, dict | None], version_key: tuple, meta_key: tuple
+) -> None:
+    with section(f"Answer quality of {version}"):
+        st.subheader("Answer quality against the reference answers")
+        quality = meta.get("answer_quality")
+        overview = data.quality_overview(metadatas)
+        if not isinstance(quality, dict):
+            st.info(f"{version} does not report answer quality (no production record could be matched to a "
+                    "reference answer).")
+        else:
+            metric = quality.get("metric") or "metric"
+            cols = st.columns(4)
+            cols[0].metric("Matched records", _int(quality.get("n")))
+            for col, name in zip(cols[1:], ("mean", "p50", "p90"), strict=True):
+                value = quality.get(name)
+                col.metric(f"{metric} {name}", f"{value:.3f}" if isinstance(value, int | float) else "–")
+        left, right = st.columns(2)
+        with left:
+            hist = data.quality_histogram(quality) if isinstance(quality, dict) else pd.DataFrame()
+            if not hist.empty:
+                chart("retraining_quality", version_key, lambda: px.bar(
+                    hist, x="bin", y="count", title=f"{quality.get('metric') or 'metric'} of {version}"), height=280)
+        with right:
+            if len(overview) > 1:
+                chart("retraining_quality_versions", meta_key, lambda: _quality_versions_figure(overview), height=280)
+
+
+def _quarantine(store: ObjectStore, version: str) -> None:
+    with section(f"Quarantine of {version}"):
+        st.subheader(f"{version}: quarantined records and files")
+        prefix = layout.quarantine_prefix(version)
+        tokens = data.listing(store, prefix)
+        records_key = f"{prefix}records.jsonl"
+        file_keys = [k for k in tokens if k.startswith(f"{prefix}files/") and not k.endswith(".reason.json")]
+        if records_key not in tokens and not file_keys:
+            st.success(f"Nothing was quarantined in {version}.")
+            return
+        if records_key in tokens:
+            table = data.read_jsonl(store, records_key, data.QUARANTINE_COLUMNS, sample_bytes=QUARANTINE_SAMPLE_BYTES)
+            frame = table.frame if table is not None else pd.DataFrame(columns=data.QUARANTINE_COLUMNS)
+            reasons = sorted(frame["reason"].dropna().astype(str).unique())
+            chosen = st.multiselect("Reason", reasons, key=f"quarantine_reasons_{version}")
+            shown = frame[frame["reason"].isin(chosen)] if chosen else frame
+            st.caption(f"{len(shown):,} of {len(frame):,} quarantined records"
+                       + (" (an even sample of a large file)" if table is not None and table.sampled else ""))
+            st.dataframe(shown.head(1000), hide_index=True, width="stretch",
+                         height=min(36 * (min(len(shown), 1000) + 1) + 3, 320))
+        if file_keys:
+            rows = []
+            for key in file_keys:
+                reason_key = f"{key}.reason.json"
+                reason: Any = None
+                try:
+                    reason = data.read_json(store, reason_key, tokens.get(reason_key))
+                except Exception as error:
+                    reason = f"unreadable reason file ({data.describe_error(error)})"
+                if isinstance(reason, dict):
+                    text = "; ".join(str(reason[k]) for k in ("reason", "detail") if reason.get(k)) or str(reason)
+                else:
+                    text = str(reason) if reason is not None else "no reason recorded"
+                rows.append({"file": key.rsplit("/", 1)[-1], "reason": text, "key": key})
+            st.markdown("**Whole files that could not be parsed**")
+            st.table(pd.DataFrame(rows).set_index("file"))
+
+
+def _manifest(version: str, meta: dict[str, Any]) -> None:
+    with section(f"Manifest of {version}"):
+        st.subheader(f"{version}: manifest")
+        files = data.manifest_frame(meta)
+        if files.empty:
+            st.info("The metadata lists no source files.")
+        else:
+            st.dataframe(files, hide_index=True, width="stretch")
+        output = meta.get("output")
+        if isinstance(output, dict):
+            st.caption(
+                f"Output {output.get('key')}: {_int(output.get('rows'))} rows, {_int(output.get('bytes'))} bytes, "
+                f"sha256 {output.get('sha256')}"
+            )
+        dropped = meta.get("fields_dropped")
+        if dropped:
+            st.caption("Fields dropped (metadata, not training data): " + ", ".join(map(str, dropped)))
