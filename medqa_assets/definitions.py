@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from medqa_assets.executors import executor_from_env
 from medqa_assets.medquad.assets import medquad_clean, medquad_raw
 from medqa_assets.resources import build_resources
 from medqa_assets.retraining.assets import raw_logs, raw_logs_sensor, retraining_data, retraining_etl
@@ -22,4 +23,5 @@ defs = dg.Definitions(
     jobs=[offline_etl, retraining_etl],
     sensors=[raw_logs_sensor],
     resources=build_resources(),
+    executor=executor_from_env(),
 )

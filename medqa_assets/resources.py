@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from medqa_assets.lineage import MlflowLineageResource
 from medqa_assets.settings import Settings
 from medqa_assets.storage.layout import MEDQUAD_CLEAN, MEDQUAD_RAW, object_key_for_asset
 from medqa_assets.storage.object_store import ObjectStore, StoreError
@@ -66,4 +67,4 @@ def store_failures() -> Iterator[None]:
 
 def build_resources() -> dict[str, Any]:
     store = ObjectStoreResource()
-    return {"store": store, "io_manager": ObjectStoreIOManager(store=store)}
+    return {"store": store, "io_manager": ObjectStoreIOManager(store=store), "mlflow": MlflowLineageResource()}

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from medqa_assets.lineage import MlflowLineageResource, record_retraining_version
 from medqa_assets.resources import ObjectStoreResource
 from medqa_assets.retraining.build import ManifestMismatch, build_version
 from medqa_assets.retraining.versioning import claim_pending, locate, open_claims, read_claim
@@ -68,7 +69,9 @@ def raw_logs(context: dg.AssetExecutionContext, store: ObjectStoreResource) -> d
     kinds={"pandas", "json"},
     description="Version N of the retraining data: scrubbed, validated, de-duplicated question/answer pairs.",
 )
-def retraining_data(context: dg.AssetExecutionContext, store: ObjectStoreResource) -> dg.MaterializeResult:
+def retraining_data(
+    context: dg.AssetExecutionContext, store: ObjectStoreResource, mlflow: MlflowLineageResource
+) -> dg.MaterializeResult:
     version = context.partition_key
     object_store = store.get_store()
     try:
@@ -79,6 +82,7 @@ def retraining_data(context: dg.AssetExecutionContext, store: ObjectStoreResourc
         metadata = build_version(object_store, version, manifest, log=context.log.info)
     except ManifestMismatch as error:
         raise dg.Failure(str(error)) from error
+    mlflow_run_id = record_retraining_version(mlflow, object_store, version, metadata, log=context.log.warning)
     quality = metadata["answer_quality"] or {}
     return dg.MaterializeResult(
         metadata={
@@ -91,6 +95,7 @@ def retraining_data(context: dg.AssetExecutionContext, store: ObjectStoreResourc
             "output_sha256": metadata["output"]["sha256"],
             "answer_quality_mean": quality.get("mean", float("nan")),
             "uri": dg.MetadataValue.path(object_store.uri(metadata["output"]["key"])),
+            **({"mlflow_run_id": mlflow_run_id} if mlflow_run_id else {}),
         },
         data_version=dg.DataVersion(metadata["output"]["sha256"]),
     )
