@@ -142,7 +142,7 @@ NOT_PII = [
 def test_pii_recall_on_a_labelled_set_and_no_false_alarms() -> None:
     scrubbed, counts = scrub_texts([text for text, _ in PII_LABELLED])
     found = 0
-    for (text, kinds), clean in zip(PII_LABELLED, scrubbed, strict=True):
+    for (_text, kinds), clean in zip(PII_LABELLED, scrubbed, strict=True):
         markers = {"email": "[EMAIL]", "phone": "[PHONE]", "ssn": "[SSN]", "date_of_birth": "[DOB]", "url": "[URL]"}
         found += all(markers[kind] in clean for kind in kinds)
     recall = found / len(PII_LABELLED)
