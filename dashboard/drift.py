@@ -73,18 +73,34 @@ def _verdict(level: str, what: str, detail: str) -> str:
     return f"{text} ({detail})." if detail else f"{text}."
 
 
-def _too_few(feature: str, test: str, statistic: str, n_ref: int, n_cur: int) -> dict[str, Any]:
+def _finding(
+    feature: str,
+    test: str,
+    statistic: str,
+    value: float | None,
+    p_value: float | None,
+    n_ref: int,
+    n_cur: int,
+    level: str,
+    verdict: str,
+) -> dict[str, Any]:
+    """One row of the drift summary table."""
     return {
         "feature": feature,
         "test": test,
         "statistic": statistic,
-        "value": None,
-        "p_value": None,
+        "value": value,
+        "p_value": p_value,
         "training_rows": n_ref,
         "production_rows": n_cur,
-        "level": "unknown",
-        "verdict": f"Too few rows to judge (training {n_ref}, production {n_cur}; need at least {MIN_ROWS} each).",
+        "level": level,
+        "verdict": verdict,
     }
+
+
+def _too_few(feature: str, test: str, statistic: str, n_ref: int, n_cur: int) -> dict[str, Any]:
+    verdict = f"Too few rows to judge (training {n_ref}, production {n_cur}; need at least {MIN_ROWS} each)."
+    return _finding(feature, test, statistic, None, None, n_ref, n_cur, "unknown", verdict)
 
 
 def numeric_drift(feature: str, what: str, reference: np.ndarray, current: np.ndarray) -> dict[str, Any]:
@@ -100,17 +116,8 @@ def numeric_drift(feature: str, what: str, reference: np.ndarray, current: np.nd
     level = _level(value, p_value, KS_MODERATE, KS_STRONG)
     medians = f"median {np.median(cur):g} in production vs {np.median(ref):g} in training"
     detail = f"{medians}, D={value:.3f}, p={p_value:.2g}"
-    return {
-        "feature": feature,
-        "test": test,
-        "statistic": statistic,
-        "value": value,
-        "p_value": p_value,
-        "training_rows": len(ref),
-        "production_rows": len(cur),
-        "level": level,
-        "verdict": _verdict(level, what, detail),
-    }
+    verdict = _verdict(level, what, detail)
+    return _finding(feature, test, statistic, value, p_value, len(ref), len(cur), level, verdict)
 
 
 def _distribution_drift(
@@ -127,17 +134,8 @@ def _distribution_drift(
     value = float(jensenshannon(ref / ref.sum(), cur / cur.sum(), base=2))
     p_value = float(stats.chi2_contingency(np.vstack([ref, cur])).pvalue) if len(categories) > 1 else 1.0
     level = _level(value, p_value, JS_MODERATE, JS_STRONG)
-    return {
-        "feature": feature,
-        "test": test,
-        "statistic": statistic,
-        "value": value,
-        "p_value": p_value,
-        "training_rows": n_ref,
-        "production_rows": n_cur,
-        "level": level,
-        "verdict": _verdict(level, what, f"JS distance {value:.3f} on a 0–1 scale, chi-square p={p_value:.2g}"),
-    }
+    verdict = _verdict(level, what, f"JS distance {value:.3f} on a 0–1 scale, chi-square p={p_value:.2g}")
+    return _finding(feature, test, statistic, value, p_value, n_ref, n_cur, level, verdict)
 
 
 def share_table(ref_counts: pd.Series, cur_counts: pd.Series, n_ref: int, n_cur: int, label: str) -> pd.DataFrame:
@@ -182,9 +180,7 @@ def question_terms(questions: pd.Series) -> pd.Series:
     return pd.Series(frame["term"].to_numpy(), index=frame["question"].to_numpy(), name="term")
 
 
-def term_drift(
-    reference: pd.Series, current: pd.Series, top_k: int = 30
-) -> tuple[dict[str, Any], pd.DataFrame]:
+def term_drift(reference: pd.Series, current: pd.Series, top_k: int = 30) -> tuple[dict[str, Any], pd.DataFrame]:
     """How the most frequent question terms differ: JS/chi-square on the top terms of either side.
 
     Terms outside both top-``top_k`` lists are pooled as "(other terms)". The table gives, per
@@ -247,7 +243,10 @@ def drift_report(training: pd.DataFrame, production: pd.DataFrame, top_k: int = 
         coverage = float(production["question_type"].notna().mean())
     if coverage >= QUESTION_TYPE_MIN_COVERAGE:
         types_summary, question_types = categorical_drift(
-            "Question type", "the kinds of questions asked", training["question_type"], production["question_type"],
+            "Question type",
+            "the kinds of questions asked",
+            training["question_type"],
+            production["question_type"],
             label="question_type",
         )
         rows.append(types_summary)

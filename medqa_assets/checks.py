@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
-from medqa_assets.splitting.schemas import ValidationReport
+from medqa_assets.splitting.schemas import ValidationReport, validate_frame
 
 SCHEMA_CHECK = "schema"
 
@@ -27,6 +28,13 @@ def schema_check_result(asset_key: dg.AssetKey, report: ValidationReport) -> dg.
             "failure_sample": dg.MetadataValue.json(report.failure_sample),
         },
     )
+
+
+def schema_gate(asset_key: dg.AssetKey, schema: Any, frame: Any) -> Iterator[dg.AssetCheckResult]:
+    """Yield the schema check of ``frame``; stop the step (nothing written) if it failed."""
+    check = schema_check_result(asset_key, validate_frame(schema, frame))
+    yield check
+    fail_if_any_failed([check], asset_key.to_user_string())
 
 
 def fail_if_any_failed(results: list[dg.AssetCheckResult], what: str) -> None:

@@ -6,11 +6,11 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from medqa_assets.checks import fail_if_any_failed, schema_check_result, schema_check_spec
+from medqa_assets.checks import schema_check_spec, schema_gate
 from medqa_assets.medquad.sources import SourceError, load_medquad
 from medqa_assets.resources import ObjectStoreResource, store_failures
 from medqa_assets.settings import Settings
-from medqa_assets.splitting.schemas import MEDQUAD_RAW_SCHEMA, QA_SCHEMA, validate_frame
+from medqa_assets.splitting.schemas import MEDQUAD_RAW_SCHEMA, QA_SCHEMA
 from medqa_assets.splitting.transforms import EmptyResultError, clean_medquad
 
 MEDQUAD_RAW_KEY = dg.AssetKey("medquad_raw")
@@ -41,9 +41,7 @@ def medquad_raw(context: dg.AssetExecutionContext, store: ObjectStoreResource) -
     except SourceError as error:
         raise dg.Failure(str(error)) from error
     context.log.info(f"loaded {len(loaded.frame)} MedQuAD rows from {loaded.kind} source {loaded.location}")
-    check = schema_check_result(MEDQUAD_RAW_KEY, validate_frame(MEDQUAD_RAW_SCHEMA, loaded.frame))
-    yield check
-    fail_if_any_failed([check], "medquad_raw")
+    yield from schema_gate(MEDQUAD_RAW_KEY, MEDQUAD_RAW_SCHEMA, loaded.frame)
     frame = loaded.frame
     frame.attrs = {"source": settings.medquad_source, "source_kind": loaded.kind, "provenance": loaded.provenance}
     yield dg.Output(
@@ -71,9 +69,7 @@ def medquad_clean(context: dg.AssetExecutionContext, config: CleanConfig, medqua
     except EmptyResultError as error:
         raise dg.Failure(str(error)) from error
     context.log.info(f"kept {len(result.frame)} of {len(medquad_raw)} rows; dropped {result.dropped}")
-    check = schema_check_result(MEDQUAD_CLEAN_KEY, validate_frame(QA_SCHEMA, result.frame))
-    yield check
-    fail_if_any_failed([check], "medquad_clean")
+    yield from schema_gate(MEDQUAD_CLEAN_KEY, QA_SCHEMA, result.frame)
     frame = result.frame
     frame.attrs = {
         "source": medquad_raw.attrs.get("source", "unknown"),
