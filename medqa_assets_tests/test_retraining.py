@@ -325,3 +325,18 @@ def test_changed_file_after_claim_is_refused(store: ObjectStore) -> None:
 
 def test_partitions_definition_is_shared() -> None:
     assert raw_logs.partitions_def == retraining_data.partitions_def == versions_partitions
+
+
+def test_raw_keys_with_spaces_and_dots_written_by_other_apps(store: ObjectStore) -> None:
+    """A serving app may write straight into the bucket, with any object name."""
+    odd_keys = [layout.RAW_LOGS_PREFIX + "my log file.jsonl", layout.RAW_LOGS_PREFIX + "a..b ..json"]
+    for key in odd_keys:
+        store.write_bytes(key, GOOD_JSONL)
+    with dg.instance_for_test() as instance:
+        run_sensor(instance)
+        assert materialize(instance, "v1").success
+    metadata = store.read_json(layout.retraining_metadata_key("v1"))
+    assert sorted(f["key"] for f in metadata["source_files"]) == sorted(odd_keys)
+    assert metadata["records_in"] == 4 and metadata["duplicates_removed"] == 2
+    assert store.list(layout.RAW_LOGS_PREFIX) == []
+    assert len(store.list(layout.archive_prefix("v1"))) == 2
