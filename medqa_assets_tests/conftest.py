@@ -85,3 +85,16 @@ def _mlflow_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Lineage runs of every test go to a SQLite file of its own, never into the working tree."""
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def shared_medquad() -> Path:
+    """The original MedQuAD XML distribution: ``../shared/medquad`` beside the repository."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "medquad"
+    path = Path(os.environ.get("MEDQA_SHARED_MEDQUAD", default))
+    if not (path / "readme.txt").is_file():
+        pytest.fail(
+            f"the MedQuAD XML distribution is not at {path}: clone the repository beside shared/ "
+            "or set MEDQA_SHARED_MEDQUAD to its medquad/ folder"
+        )
+    return path

@@ -13,8 +13,6 @@ from medqa_assets.medquad.build_bundle import build, tree_digest
 from medqa_assets.medquad.sources import SourceError, bundled_dir, load_medquad
 from medqa_assets.medquad.xml_reader import LAVITA_COLUMNS, parse_document, read_medquad_xml
 
-SHARED_MEDQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "medquad"
-
 DOCUMENT = b"""<?xml version="1.0" encoding="UTF-8"?>
 <Document id="0000001" source="GHR" url="https://ghr.nlm.nih.gov/condition/x">
 <Focus>Example syndrome</Focus>
@@ -46,25 +44,25 @@ def test_parse_document_yields_lavita_rows() -> None:
 
 
 @pytest.mark.slow
-def test_full_xml_distribution_matches_the_dataset_card() -> None:
-    frame = read_medquad_xml(SHARED_MEDQUAD)
+def test_full_xml_distribution_matches_the_dataset_card(shared_medquad: Path) -> None:
+    frame = read_medquad_xml(shared_medquad)
     assert list(frame.columns) == LAVITA_COLUMNS
     assert len(frame) == 47441
     assert int(frame["answer"].isna().sum()) == 31034
 
 
-def test_bundled_snapshot_is_the_converted_xml_with_provenance() -> None:
+def test_bundled_snapshot_is_the_converted_xml_with_provenance(shared_medquad: Path) -> None:
     provenance = json.loads((bundled_dir() / "provenance.json").read_text())
     data = (bundled_dir() / "medquad.parquet").read_bytes()
     assert provenance["sha256"] == hashlib.sha256(data).hexdigest()
     assert provenance["rows"] == 47441
-    assert provenance["source_tree_sha256"] == tree_digest(SHARED_MEDQUAD)[0]
+    assert provenance["source_tree_sha256"] == tree_digest(shared_medquad)[0]
     loaded = load_medquad("bundled")
     assert loaded.kind == "bundled" and len(loaded.frame) == 47441
 
 
-def test_converter_rebuilds_the_bundle_byte_for_byte(tmp_path: Path) -> None:
-    provenance = build(SHARED_MEDQUAD, tmp_path)
+def test_converter_rebuilds_the_bundle_byte_for_byte(tmp_path: Path, shared_medquad: Path) -> None:
+    provenance = build(shared_medquad, tmp_path)
     assert (tmp_path / "medquad.parquet").read_bytes() == (bundled_dir() / "medquad.parquet").read_bytes()
     assert provenance["rows"] == 47441
 

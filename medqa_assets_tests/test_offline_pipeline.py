@@ -21,7 +21,6 @@ from medqa_assets.splitting.transforms import normalize_text_key, normalize_whit
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
 
-SHARED_MEDQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "medquad"
 BUNDLED = Path(__file__).resolve().parents[1] / "medqa_assets" / "medquad" / "bundled" / "medquad.parquet"
 OFFLINE_KEYS = [
     layout.MEDQUAD_RAW,
@@ -189,8 +188,10 @@ def test_unreachable_s3_and_wrong_credentials_fail_clearly(s3_store_env, small_s
 
 
 @pytest.mark.slow
-def test_full_xml_source_on_local_and_s3(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MEDQA_MEDQUAD_SOURCE", str(SHARED_MEDQUAD))
+def test_full_xml_source_on_local_and_s3(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch, shared_medquad: Path
+) -> None:
+    monkeypatch.setenv("MEDQA_MEDQUAD_SOURCE", str(shared_medquad))
     result = run_offline()
     assert result.success, failure_messages(result)
     raw = store.read_parquet(layout.MEDQUAD_RAW)

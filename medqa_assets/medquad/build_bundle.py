@@ -31,6 +31,8 @@ def tree_digest(root: Path) -> tuple[str, int]:
     for path in iter_xml_files(root):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
         count += 1
+    if count == 0:
+        raise FileNotFoundError(f"{root} holds no MedQuAD XML files")
     return digest.hexdigest(), count
 
 
