@@ -58,13 +58,14 @@ def run_plain(source: Path) -> tuple[float, float, int]:
     return float(seconds), float(peak_mb), int(rows)
 
 
-def run_pipeline(source: Path) -> dict[str, object]:
+def run_pipeline(source: Path, lineage: bool = True) -> dict[str, object]:
     """Materialize every offline asset in this process and read step times from the event log."""
     with tempfile.TemporaryDirectory() as store_dir:
         os.environ["MEDQA_STORE_URL"] = store_dir
         os.environ["MEDQA_MEDQUAD_SOURCE"] = str(source)
         import dagster as dg
 
+        from medqa_assets.lineage import MlflowLineageResource
         from medqa_assets.medquad.assets import medquad_clean, medquad_raw
         from medqa_assets.resources import build_resources
         from medqa_assets.settings import Settings
@@ -73,9 +74,10 @@ def run_pipeline(source: Path) -> dict[str, object]:
         from medqa_assets.storage.object_store import ObjectStore
 
         assets = [medquad_raw, medquad_clean, *build_splitting_assets(Settings.from_env())]
+        resources = {**build_resources(), "mlflow": MlflowLineageResource(enabled=lineage)}
         with dg.instance_for_test() as instance:
             start = time.perf_counter()
-            result = dg.materialize(assets, resources=build_resources(), instance=instance)
+            result = dg.materialize(assets, resources=resources, instance=instance)
             wall = time.perf_counter() - start
             assert result.success
             steps: dict[str, dict[str, float]] = {}
@@ -103,15 +105,17 @@ def run_pipeline(source: Path) -> dict[str, object]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="MedQuAD XML directory")
+    parser.add_argument("--no-lineage", action="store_true", help="without MLflow lineage (to see its share)")
     args = parser.parse_args()
     if not args.source.is_dir():
         print(f"error: {args.source} is not the MedQuAD XML directory; pass --source", file=sys.stderr)
         return 2
 
     plain_seconds, plain_peak, plain_rows = run_plain(args.source)
-    pipeline = run_pipeline(args.source)
+    pipeline = run_pipeline(args.source, lineage=not args.no_lineage)
 
-    print(f"offline pipeline on {args.source} ({os.cpu_count()} cores)")
+    lineage = "without" if args.no_lineage else "with"
+    print(f"offline pipeline on {args.source} ({os.cpu_count()} cores, {lineage} MLflow lineage)")
     print(f"{'asset':<18}{'seconds':>9}{'rows':>9}{'rows/s':>11}")
     for step, (seconds, rows) in pipeline["steps"].items():
         print(f"{step:<18}{seconds:>9.2f}{rows:>9}{rows / seconds if seconds else 0:>11.0f}")

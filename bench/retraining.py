@@ -136,10 +136,6 @@ def main() -> int:
     files = make_files(args.records, args.files)
     total = sum(len(d) for _, d in files)
     print(f"{args.records} records in {args.files} files, {total / 1e6:.0f} MB, {os.cpu_count()} cores")
-    seed_seconds, seed_records, seed_peak = run_seed(files)
-    seed_rate = seed_records / seed_seconds
-    print(f"seed script       {seed_seconds:7.2f} s  {seed_rate:>10.0f} records/s  peak {seed_peak:.0f} MB")
-
     results = {}
     with tempfile.TemporaryDirectory() as directory:
         seconds, claim_seconds, metadata = run_version(ObjectStore(directory), files)
@@ -147,7 +143,7 @@ def main() -> int:
     results["local"] = rate
     print(
         f"local store       {seconds:7.2f} s  {rate:>10.0f} records/s  peak {peak_mb():.0f} MB  "
-        f"ratio {rate / seed_rate:.1f}x  (claim {claim_seconds:.2f} s, out {metadata['records_out']}, "
+        f"(claim {claim_seconds:.2f} s, out {metadata['records_out']}, "
         f"duplicates {metadata['duplicates_removed']}, pii {sum(metadata['pii_redactions'].values())})"
     )
     if not args.skip_s3:
@@ -166,8 +162,17 @@ def main() -> int:
         results["s3"] = rate
         print(
             f"SeaweedFS S3      {seconds:7.2f} s  {rate:>10.0f} records/s  peak {peak_mb():.0f} MB  "
-            f"ratio {rate / seed_rate:.1f}x  (claim {claim_seconds:.2f} s)"
+            f"(claim {claim_seconds:.2f} s)"
         )
+    # Peak of this process and its workers (and the SeaweedFS server), measured before the seed runs;
+    # it includes the ~{total} bytes of generated input this script holds in memory.
+    platform_peak = peak_mb()
+    seed_seconds, seed_records, seed_peak = run_seed(files)
+    seed_rate = seed_records / seed_seconds
+    print(f"seed script       {seed_seconds:7.2f} s  {seed_rate:>10.0f} records/s  peak {seed_peak:.0f} MB")
+    for name, rate in results.items():
+        print(f"ratio {name}: {rate / seed_rate:.1f}x the seed")
+    print(f"platform peak (this process, its workers and the S3 server): {platform_peak:.0f} MB")
     print("targets: local >= 200000/s, S3 >= 100000/s, peak <= 2048 MB, >= 5x seed")
     print(
         json.dumps({k: round(v) for k, v in results.items()} | {"seed": round(seed_rate), "peak_mb": round(peak_mb())})

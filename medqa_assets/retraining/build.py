@@ -14,7 +14,7 @@ import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -23,7 +23,13 @@ from typing import Any
 import orjson
 
 from medqa_assets.retraining.quality import answer_quality
-from medqa_assets.retraining.transforms import BatchAccumulator, ChunkResult, dropped_fields, transform_files
+from medqa_assets.retraining.transforms import (
+    BatchAccumulator,
+    ChunkResult,
+    FileOutcome,
+    dropped_fields,
+    transform_files,
+)
 from medqa_assets.retraining.versioning import (
     advance_tracker,
     archived_key,
@@ -44,6 +50,7 @@ from medqa_assets.storage.object_store import ObjectStore
 CHUNK_BYTES = 16 * 1024 * 1024
 INLINE_BYTES = 8 * 1024 * 1024  # below this a pool costs more than it saves
 WORKERS_VAR = "MEDQA_RETRAINING_WORKERS"
+MOVE_THREADS = 16
 
 
 class ManifestMismatch(RuntimeError):
@@ -68,10 +75,13 @@ class StoreSpec:
 
 
 def _read_verified(store: ObjectStore, version: str, entry: dict[str, Any]) -> tuple[str, bytes]:
-    location = locate(store, version, entry["key"])
-    if location is None:
-        raise ManifestMismatch(f"{entry['key']} of {version} is in neither raw, archive nor quarantine")
-    data = store.read_bytes(location)
+    try:  # the usual case first: one GET, no existence probes
+        data = store.read_bytes(entry["key"])
+    except FileNotFoundError:
+        location = locate(store, version, entry["key"])  # after a partial finish it may have moved
+        if location is None:
+            raise ManifestMismatch(f"{entry['key']} of {version} is in neither raw, archive nor quarantine") from None
+        data = store.read_bytes(location)
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise ManifestMismatch(f"{entry['key']} of {version} changed after it was claimed (sha256 differs)")
     return entry["key"], data
@@ -197,13 +207,17 @@ def build_version(
     assert records_in == metadata["records_out"] + metadata["quarantined"] + metadata["duplicates_removed"]
     store.write_json(retraining_metadata_key(version), metadata)
 
-    for outcome in outcomes:
+    def retire(outcome: FileOutcome) -> None:
         if outcome.unparseable_reason:
             target = quarantined_file_key(version, outcome.key)
             store.write_json(target + ".reason.json", {"reason": outcome.unparseable_reason, "detail": outcome.detail})
         else:
             target = archived_key(version, outcome.key)
         store.move(outcome.key, target)
+
+    # Every file must be retired before the tracker moves; on S3 a move is two requests, so overlap them.
+    with ThreadPoolExecutor(max_workers=MOVE_THREADS if store.is_s3 else 1) as pool:
+        list(pool.map(retire, outcomes))
     tracker = advance_tracker(store, version_number(version))
     close_claim(store, version)  # last: an open claim marks a version whose finish must be repeated
     log(f"{version}: {records_in} in, {accumulator.records_out} out; tracker at {tracker}")
