@@ -11,10 +11,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from medqa_assets_tests.s3_server import S3Server, delete_bucket, make_bucket, start_seaweedfs
-except ModuleNotFoundError:  # tests dir is not a package: pytest puts it on sys.path
-    from s3_server import S3Server, delete_bucket, make_bucket, start_seaweedfs
+from medqa_assets_tests.s3_server import S3Server, delete_bucket, make_bucket, start_seaweedfs
 
 # Variables that could point a test at a real AWS account or another profile.
 _AMBIENT_AWS_VARS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")

@@ -21,25 +21,15 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-try:
-    from medqa_assets_tests.services import (
-        REPO_ROOT,
-        run_celery_workers,
-        temporary_database,
-        write_postgres_dagster_home,
-        write_small_medquad,
-    )
-except ModuleNotFoundError:  # tests dir is not a package: pytest puts it on sys.path
-    from services import (
-        REPO_ROOT,
-        run_celery_workers,
-        temporary_database,
-        write_postgres_dagster_home,
-        write_small_medquad,
-    )
-
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
+from medqa_assets_tests.services import (
+    REPO_ROOT,
+    run_celery_workers,
+    temporary_database,
+    write_postgres_dagster_home,
+    write_small_medquad,
+)
 
 S3_VARS = ("MEDQA_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI")
 

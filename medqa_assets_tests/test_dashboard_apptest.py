@@ -15,15 +15,11 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-try:
-    from medqa_assets_tests import dashboard_fixtures as fx
-except ModuleNotFoundError:  # tests dir is not a package: pytest puts it on sys.path
-    import dashboard_fixtures as fx
-
 from dashboard import data
 from dashboard import drift as drift_stats
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
+from medqa_assets_tests import dashboard_fixtures as fx
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 OFFLINE, RETRAINING, DRIFT = "Offline MedQuAD data", "Retraining data", "Drift"

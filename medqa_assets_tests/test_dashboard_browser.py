@@ -19,12 +19,8 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from medqa_assets_tests import dashboard_fixtures as fx
-except ModuleNotFoundError:  # tests dir is not a package: pytest puts it on sys.path
-    import dashboard_fixtures as fx
-
 from medqa_assets.storage.object_store import ObjectStore
+from medqa_assets_tests import dashboard_fixtures as fx
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -27,41 +27,26 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-try:
-    from medqa_assets_tests.s3_server import S3Server, delete_bucket, make_bucket
-    from medqa_assets_tests.services import (
-        BIN,
-        REPO_ROOT,
-        free_port,
-        offline_env,
-        postgres_url,
-        query,
-        run_mlflow_server,
-        stop_process,
-        temporary_database,
-        write_small_medquad,
-    )
-except ModuleNotFoundError:  # tests dir is not a package: pytest puts it on sys.path
-    from s3_server import S3Server, delete_bucket, make_bucket
-    from services import (
-        BIN,
-        REPO_ROOT,
-        free_port,
-        offline_env,
-        postgres_url,
-        query,
-        run_mlflow_server,
-        stop_process,
-        temporary_database,
-        write_small_medquad,
-    )
-
 from medqa_assets.definitions import defs
 from medqa_assets.lineage import EXPERIMENT_NAME, METADATA_ARTIFACT, mlflow_digest
-from medqa_assets.resources import ObjectStoreResource, build_resources
-from medqa_assets.retraining.assets import raw_logs, raw_logs_sensor, retraining_data
+from medqa_assets.resources import build_resources
+from medqa_assets.retraining.assets import raw_logs, retraining_data
+from medqa_assets.retraining.tick import evaluate_sensor
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
+from medqa_assets_tests.s3_server import S3Server, delete_bucket, make_bucket
+from medqa_assets_tests.services import (
+    BIN,
+    REPO_ROOT,
+    free_port,
+    offline_env,
+    postgres_url,
+    query,
+    run_mlflow_server,
+    stop_process,
+    temporary_database,
+    write_small_medquad,
+)
 
 LOGS = {
     "serving.jsonl": (
@@ -117,14 +102,6 @@ def tracking(mlflow_service: MlflowService, monkeypatch: pytest.MonkeyPatch) -> 
     return MlflowClient(tracking_uri=mlflow_service.url)
 
 
-def run_sensor(instance: dg.DagsterInstance) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, resources={"store": ObjectStoreResource()})
-    result = raw_logs_sensor(context)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
-
-
 def write_logs(store: ObjectStore) -> None:
     for name, data in LOGS.items():
         store.write_bytes(layout.new_raw_log_key(name), data)
@@ -166,7 +143,7 @@ def test_split_and_retraining_versions_are_mlflow_runs_with_their_digests(
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("offline_etl").execute_in_process(instance=instance).success
         write_logs(store)
-        [request] = run_sensor(instance).run_requests
+        [request] = evaluate_sensor(instance).run_requests
         assert request.partition_key == "v1"
         retraining = defs.resolve_job_def("retraining_etl").execute_in_process(instance=instance, partition_key="v1")
         assert retraining.success
@@ -223,7 +200,7 @@ def test_default_tracking_uri_is_sqlite_under_the_local_store(local_store_env, m
     store = ObjectStore.from_settings()
     write_logs(store)
     with dg.instance_for_test() as instance:
-        run_sensor(instance)
+        evaluate_sensor(instance)
         assert dg.materialize(
             [raw_logs, retraining_data], partition_key="v1", instance=instance, resources=build_resources()
         ).success
@@ -248,7 +225,7 @@ def test_unreachable_mlflow_loses_no_data(local_store_env, monkeypatch) -> None:
     store = ObjectStore.from_settings()
     write_logs(store)
     with dg.instance_for_test() as instance:
-        run_sensor(instance)
+        evaluate_sensor(instance)
         result = dg.materialize(
             [raw_logs, retraining_data], partition_key="v1", instance=instance, resources=build_resources()
         )

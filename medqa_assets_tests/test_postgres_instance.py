@@ -14,22 +14,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-try:
-    from medqa_assets_tests.services import (
-        offline_env,
-        query,
-        temporary_database,
-        write_postgres_dagster_home,
-        write_small_medquad,
-    )
-except ModuleNotFoundError:  # tests dir is not a package: pytest puts it on sys.path
-    from services import offline_env, query, temporary_database, write_postgres_dagster_home, write_small_medquad
-
 from medqa_assets.definitions import defs
-from medqa_assets.resources import ObjectStoreResource
-from medqa_assets.retraining.assets import raw_logs_sensor
+from medqa_assets.retraining.tick import evaluate_sensor
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
+from medqa_assets_tests.services import (
+    offline_env,
+    query,
+    temporary_database,
+    write_postgres_dagster_home,
+    write_small_medquad,
+)
 
 LOG_LINES = (
     b'{"ts": "2026-11-01T10:00:00Z", "question": "What is flu?", "slice": "a", "answer": "A virus.", "latency_ms": 5}\n'
@@ -47,15 +42,6 @@ def postgres_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[t
         home = write_postgres_dagster_home(tmp_path / "dagster_home", db_name)
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         yield home, db_name
-
-
-def evaluate_sensor(instance: dg.DagsterInstance) -> dg.SensorResult:
-    """One tick of raw_logs_sensor through ``instance``, applying its dynamic-partition requests."""
-    context = dg.build_sensor_context(instance=instance, resources={"store": ObjectStoreResource()})
-    result = raw_logs_sensor(context)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
 
 
 def test_offline_and_retraining_jobs_on_a_postgres_instance(

@@ -11,7 +11,8 @@ import pytest
 
 from medqa_assets.resources import build_resources
 from medqa_assets.retraining import build as build_module
-from medqa_assets.retraining.assets import raw_logs, raw_logs_sensor, retraining_data, versions_partitions
+from medqa_assets.retraining.assets import raw_logs, retraining_data, versions_partitions
+from medqa_assets.retraining.tick import evaluate_sensor
 from medqa_assets.retraining.versioning import claim_pending, open_claims, read_tracker
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
@@ -79,16 +80,6 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ob
     return ObjectStore.from_settings()
 
 
-def run_sensor(instance: dg.DagsterInstance) -> dg.SensorResult:
-    with dg.build_sensor_context(
-        instance=instance, resources=build_resources(), instance_ref=instance.get_ref()
-    ) as context:
-        result = raw_logs_sensor(context)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result
-
-
 def materialize(instance: dg.DagsterInstance, version: str) -> dg.ExecuteInJobResult:
     return dg.materialize(
         [raw_logs, retraining_data],
@@ -110,7 +101,7 @@ def snapshot(store: ObjectStore, version: str) -> dict[str, object]:
 def test_every_shape_and_bad_input_is_accounted_for(store: ObjectStore) -> None:
     keys = write_all_shapes(store)
     with dg.instance_for_test() as instance:
-        result = run_sensor(instance)
+        result = evaluate_sensor(instance)
         assert [r.partition_key for r in result.run_requests] == ["v1"]
         assert result.run_requests[0].run_key == "v1"
         assert materialize(instance, "v1").success
@@ -166,7 +157,7 @@ def test_every_shape_and_bad_input_is_accounted_for(store: ObjectStore) -> None:
 def test_output_loads_with_datasets(store: ObjectStore, tmp_path) -> None:
     write_raw(store, "a.jsonl", GOOD_JSONL)
     with dg.instance_for_test() as instance:
-        run_sensor(instance)
+        evaluate_sensor(instance)
         assert materialize(instance, "v1").success
     local = tmp_path / "retraining_data.json"
     local.write_bytes(store.read_bytes(layout.retraining_data_key("v1")))
@@ -176,14 +167,14 @@ def test_output_loads_with_datasets(store: ObjectStore, tmp_path) -> None:
 
 def test_nothing_pending_spends_no_version_and_second_batch_is_v2(store: ObjectStore) -> None:
     with dg.instance_for_test() as instance:
-        empty = run_sensor(instance)
+        empty = evaluate_sensor(instance)
         assert empty.run_requests == [] and empty.skip_reason
         write_raw(store, "a.jsonl", GOOD_JSONL)
-        run_sensor(instance)
+        evaluate_sensor(instance)
         assert materialize(instance, "v1").success
-        assert run_sensor(instance).run_requests == []  # v1's files are archived, nothing new
+        assert evaluate_sensor(instance).run_requests == []  # v1's files are archived, nothing new
         write_raw(store, "b.jsonl", SINGLE_OBJECT)
-        second = run_sensor(instance)
+        second = evaluate_sensor(instance)
         assert [r.partition_key for r in second.run_requests] == ["v2"]
         assert materialize(instance, "v2").success
     assert read_tracker(store) == 2
@@ -193,12 +184,12 @@ def test_nothing_pending_spends_no_version_and_second_batch_is_v2(store: ObjectS
 def test_tick_during_a_running_version_claims_nothing_twice(store: ObjectStore) -> None:
     write_raw(store, "a.jsonl", GOOD_JSONL)
     with dg.instance_for_test() as instance:
-        first = run_sensor(instance)
-        second = run_sensor(instance)  # v1 not run yet: its files are claimed
+        first = evaluate_sensor(instance)
+        second = evaluate_sensor(instance)  # v1 not run yet: its files are claimed
         assert [r.partition_key for r in first.run_requests] == ["v1"]
         assert [r.run_key for r in second.run_requests] == ["v1"]  # re-requested, deduplicated by run key
         write_raw(store, "b.jsonl", SINGLE_OBJECT)
-        third = run_sensor(instance)
+        third = evaluate_sensor(instance)
         claims = open_claims(store)
     assert sorted(claims) == ["v1", "v2"]
     assert not set(claims["v1"].keys) & set(claims["v2"].keys)
@@ -266,7 +257,7 @@ def test_crash_at_each_step_then_rerun_finishes_exactly_once(
         original_move(self, source, destination)
 
     with dg.instance_for_test() as instance:
-        run_sensor(instance)
+        evaluate_sensor(instance)
         with monkeypatch.context() as patch:
             if crash_at in ("manifest", "metadata"):
                 patch.setattr(ObjectStore, "write_json", crashing_write_json)
@@ -290,7 +281,7 @@ def test_crash_at_each_step_then_rerun_finishes_exactly_once(
             assert not store.exists(layout.retraining_metadata_key("v1"))
         if crash_at == "output":
             assert not store.exists(layout.retraining_data_key("v1"))  # no half-written output
-        assert run_sensor(instance).run_requests[0].partition_key == "v1"  # no new version for its files
+        assert evaluate_sensor(instance).run_requests[0].partition_key == "v1"  # no new version for its files
         assert materialize(instance, "v1").success
 
     state = snapshot(store, "v1")
@@ -306,10 +297,8 @@ def test_crash_at_each_step_then_rerun_finishes_exactly_once(
 def test_changed_file_after_claim_is_refused(store: ObjectStore) -> None:
     key = write_raw(store, "a.jsonl", GOOD_JSONL)
     with dg.instance_for_test() as instance:
-        run_sensor(instance)
-        assert dg.materialize(
-            [raw_logs], partition_key="v1", instance=instance, resources=build_resources()
-        ).success
+        evaluate_sensor(instance)
+        assert dg.materialize([raw_logs], partition_key="v1", instance=instance, resources=build_resources()).success
         store.write_bytes(key, GOOD_JSONL + SINGLE_OBJECT + b"\n")
         result = dg.materialize(
             [retraining_data],
@@ -333,7 +322,7 @@ def test_raw_keys_with_spaces_and_dots_written_by_other_apps(store: ObjectStore)
     for key in odd_keys:
         store.write_bytes(key, GOOD_JSONL)
     with dg.instance_for_test() as instance:
-        run_sensor(instance)
+        evaluate_sensor(instance)
         assert materialize(instance, "v1").success
     metadata = store.read_json(layout.retraining_metadata_key("v1"))
     assert sorted(f["key"] for f in metadata["source_files"]) == sorted(odd_keys)

@@ -12,10 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 import s3fs
 
-try:
-    from medqa_assets_tests.s3_server import S3Server, find_weed_binary, make_bucket, start_seaweedfs
-except ModuleNotFoundError:  # tests dir is not a package: pytest puts it on sys.path
-    from s3_server import S3Server, find_weed_binary, make_bucket, start_seaweedfs
+from medqa_assets_tests.s3_server import S3Server, find_weed_binary, make_bucket, start_seaweedfs
 
 if TYPE_CHECKING:
     from conftest import LocalStoreEnv, S3StoreEnv

@@ -11,17 +11,23 @@ from __future__ import annotations
 import dagster as dg
 
 
-def tick_and_run(instance: dg.DagsterInstance) -> list[tuple[str, bool]]:
-    """Returns (version, succeeded) for every run launched."""
-    from medqa_assets.definitions import defs
+def evaluate_sensor(instance: dg.DagsterInstance) -> dg.SensorResult:
+    """One tick of ``raw_logs_sensor`` through ``instance``, with its new versions added as partitions."""
+    from medqa_assets.resources import ObjectStoreResource
     from medqa_assets.retraining.assets import raw_logs_sensor
 
-    with dg.build_sensor_context(
-        instance=instance, resources=defs.resources, repository_def=defs.get_repository_def()
-    ) as context:
+    with dg.build_sensor_context(instance=instance, resources={"store": ObjectStoreResource()}) as context:
         result = raw_logs_sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def tick_and_run(instance: dg.DagsterInstance) -> list[tuple[str, bool]]:
+    """Returns (version, succeeded) for every run launched."""
+    from medqa_assets.definitions import defs
+
+    result = evaluate_sensor(instance)
     job = defs.resolve_job_def("retraining_etl")
     outcomes = []
     for request in result.run_requests:  # one per open claim, i.e. per unfinished version
