@@ -120,8 +120,9 @@ view.render(store)
 warm = time.perf_counter()
 print(json.dumps({{"imports": imported - started, "cold": cold - started, "warm": warm - cold}}))
 """
-VIEW_MODULES = dict(zip(TABS, ["dashboard.views.offline", "dashboard.views.retraining", "dashboard.views.drift"],
-                        strict=True))
+VIEW_MODULES = dict(
+    zip(TABS, ["dashboard.views.offline", "dashboard.views.retraining", "dashboard.views.drift"], strict=True)
+)
 REFERENCE_APPS = {
     "(reference: empty page)": ("import streamlit as st\nst.markdown('hello')\n", 0),
     "(reference: one chart)": (
@@ -151,7 +152,9 @@ def load_reference(page, url: str, selector: str, *, reload: bool) -> float:
         page.goto(url, wait_until="commit")
     page.wait_for_function(
         "(s) => !!document.querySelector(s) && !document.querySelector('[data-testid=stStatusWidget]')",
-        arg=selector, polling=25, timeout=60_000,
+        arg=selector,
+        polling=25,
+        timeout=60_000,
     )
     return time.perf_counter() - started
 

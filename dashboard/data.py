@@ -159,8 +159,9 @@ class Table:
         return round(len(self.frame) / self.fraction) if self.fraction else 0
 
     def info(self) -> SampleInfo:
-        return SampleInfo(len(self.frame), self.sampled, self.fraction, self.bytes_total, self.estimated_rows(),
-                          self.bad_lines)
+        return SampleInfo(
+            len(self.frame), self.sampled, self.fraction, self.bytes_total, self.estimated_rows(), self.bad_lines
+        )
 
 
 @dataclass(frozen=True)
@@ -262,9 +263,7 @@ def _cached_jsonl(
     return Table(frame, sampled=False, bytes_read=len(data), bytes_total=len(data), bad_lines=bad)
 
 
-def read_jsonl(
-    store: ObjectStore, key: str, columns: list[str], *, sample_bytes: int | None = None
-) -> Table | None:
+def read_jsonl(store: ObjectStore, key: str, columns: list[str], *, sample_bytes: int | None = None) -> Table | None:
     """Only ``columns`` of a JSON Lines object; None if it does not exist.
 
     With ``sample_bytes`` an object larger than that is sampled (see :func:`read_windows`).
@@ -445,9 +444,9 @@ def category_distribution(groups: dict[str, pd.Series], label: str = "question_t
     for name, values in groups.items():
         counts = values.astype("string").fillna("(missing)").value_counts()
         parts.append(
-            pd.DataFrame(
-                {"group": name, label: counts.index.astype(str), "rows": counts.to_numpy()}
-            ).assign(share=lambda f: f["rows"] / max(1, f["rows"].sum()))
+            pd.DataFrame({"group": name, label: counts.index.astype(str), "rows": counts.to_numpy()}).assign(
+                share=lambda f: f["rows"] / max(1, f["rows"].sum())
+            )
         )
     if not parts:
         return pd.DataFrame(columns=["group", label, "rows", "share"])
@@ -522,9 +521,7 @@ TREND_PERIODS: tuple[tuple[str, str], ...] = (
 )
 
 
-def timestamp_trend(
-    timestamps: pd.Series, scale: float = 1.0, max_periods: int = 120
-) -> tuple[pd.DataFrame, str]:
+def timestamp_trend(timestamps: pd.Series, scale: float = 1.0, max_periods: int = 120) -> tuple[pd.DataFrame, str]:
     """Records per period, the shortest period that gives at most ``max_periods`` periods.
 
     ``scale`` turns counts in a sample into estimates for the whole object; pass a small

@@ -85,8 +85,12 @@ def write_offline(store: ObjectStore, frames: dict[str, pd.DataFrame], sets: int
         part = evaluation.iloc[number - 1 :: sets]
         store.write_jsonl(layout.production_set_key(layout.production_set_name(number)), part)
     final = sum(len(f) for f in frames.values())
-    dropped = {"missing_question": 0, "missing_answer": 31034, "question_type_not_allowed": 0,
-               "duplicate_question_answer": 48}
+    dropped = {
+        "missing_question": 0,
+        "missing_answer": 31034,
+        "question_type_not_allowed": 0,
+        "duplicate_question_answer": 48,
+    }
     metadata = {
         "source": "bundled",
         "provenance": {"source": "MedQuAD original XML distribution", "rows": final + 31082, "sha256": "ab" * 32},
@@ -135,18 +139,39 @@ def version_metadata(version: str, rows: int, data: bytes, created: datetime, *,
         "rejections": {"missing_question": 2, "not_an_object": 1},
         "pii_redactions": {"email": 4, "phone": 2, "ssn": 0, "url": 7, "date_of_birth": 1},
         "source_files": [
-            {"key": f"{layout.archive_prefix(version)}log-{i}.jsonl", "name": f"log-{i}.jsonl", "size": 1000 + i,
-             "sha256": hashlib.sha256(f"{version}-{i}".encode()).hexdigest(), "records": rows // 3,
-             "status": "archived", "reason": None}
+            {
+                "key": f"{layout.archive_prefix(version)}log-{i}.jsonl",
+                "name": f"log-{i}.jsonl",
+                "size": 1000 + i,
+                "sha256": hashlib.sha256(f"{version}-{i}".encode()).hexdigest(),
+                "records": rows // 3,
+                "status": "archived",
+                "reason": None,
+            }
             for i in (1, 2, 3)
         ]
-        + [{"key": f"{layout.quarantine_prefix(version)}files/broken.csv", "name": "broken.csv", "size": 42,
-            "sha256": "cd" * 32, "records": 0, "status": "quarantined", "reason": "not_json"}],
+        + [
+            {
+                "key": f"{layout.quarantine_prefix(version)}files/broken.csv",
+                "name": "broken.csv",
+                "size": 42,
+                "sha256": "cd" * 32,
+                "records": 0,
+                "status": "quarantined",
+                "reason": "not_json",
+            }
+        ],
         "output": {"key": key, "sha256": hashlib.sha256(data).hexdigest(), "rows": rows, "bytes": len(data)},
         "fields_dropped": ["latency_ms", "q_tags"],
         "answer_quality": (
-            {"metric": "rougeL_f1", "n": rows, "mean": 0.61, "p50": 0.64, "p90": 0.9,
-             "histogram": {"bins": [0, 0.2, 0.4, 0.6, 0.8, 1.0], "counts": [5, 10, 20, 40, 25]}}
+            {
+                "metric": "rougeL_f1",
+                "n": rows,
+                "mean": 0.61,
+                "p50": 0.64,
+                "p90": 0.9,
+                "histogram": {"bins": [0, 0.2, 0.4, 0.6, 0.8, 1.0], "counts": [5, 10, 20, 40, 25]},
+            }
             if quality
             else None
         ),
@@ -166,8 +191,12 @@ def write_version(
     store.write_json(layout.retraining_metadata_key(version), metadata)
     quarantine = pd.DataFrame(
         [
-            {"source_file": "log-1.jsonl", "index": 3, "reason": "missing_question",
-             "record": json.dumps({"answer": "orphan answer"})},
+            {
+                "source_file": "log-1.jsonl",
+                "index": 3,
+                "reason": "missing_question",
+                "record": json.dumps({"answer": "orphan answer"}),
+            },
             {"source_file": "log-2.jsonl", "index": 8, "reason": "missing_question", "record": json.dumps({"ts": 1})},
             {"source_file": "log-2.jsonl", "index": 9, "reason": "not_an_object", "record": "[1, 2]"},
         ]
@@ -197,4 +226,3 @@ def corrupt_metadata(store: ObjectStore) -> None:
     """Invalid JSON in the split metadata and in v1's metadata."""
     store.write_bytes(layout.SPLIT_METADATA, CORRUPT_JSON)
     store.write_bytes(layout.retraining_metadata_key("v1"), CORRUPT_JSON)
-

@@ -85,8 +85,9 @@ def _scan_components_once() -> Iterator[None]:
         yield
         return
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(manifest_scanner, "scan_component_manifests",
-                      functools.cache(manifest_scanner.scan_component_manifests))
+        patch.setattr(
+            manifest_scanner, "scan_component_manifests", functools.cache(manifest_scanner.scan_component_manifests)
+        )
         yield
 
 
@@ -108,8 +109,15 @@ def test_offline_tab_populated(populated: ObjectStore) -> None:
     assert_clean(at)
     assert not at.error, texts(at, "error")
     subheaders = texts(at, "subheader")
-    for expected in ("Source and provenance", "Dropped rows by reason", "Rows per split and production set",
-                     "Question types per split", "Question and answer lengths", "Leakage check", "Sample viewer"):
+    for expected in (
+        "Source and provenance",
+        "Dropped rows by reason",
+        "Rows per split and production set",
+        "Question types per split",
+        "Question and answer lengths",
+        "Leakage check",
+        "Sample viewer",
+    ):
         assert expected in subheaders
     assert charts(at) == 4  # dropped rows, rows per split and set, question types, lengths
     assert any("No leakage" in s for s in texts(at, "success"))
@@ -139,9 +147,14 @@ def test_retraining_tab_populated(populated: ObjectStore) -> None:
     assert not at.error, texts(at, "error")
     assert at.selectbox(key="retraining_version").value == "v2"  # newest by default
     subheaders = texts(at, "subheader")
-    for expected in ("Records per version", "v2: counts, rejections and PII", "v2: lengths and timestamps",
-                     "Answer quality against the reference answers", "v2: quarantined records and files",
-                     "v2: manifest"):
+    for expected in (
+        "Records per version",
+        "v2: counts, rejections and PII",
+        "v2: lengths and timestamps",
+        "Answer quality against the reference answers",
+        "v2: quarantined records and files",
+        "v2: manifest",
+    ):
         assert expected in subheaders
     # versions line, rejections and PII, lengths, timestamp trend (v2 reports no answer quality)
     assert charts(at) == 4
@@ -226,8 +239,13 @@ def test_corrupt_split_metadata(populated: ObjectStore) -> None:
     errors = texts(at, "error")
     assert len(errors) == 1 and "metadata.json is not valid JSON" in errors[0]
     subheaders = texts(at, "subheader")
-    for expected in ("Rows per split and production set", "Question types per split", "Question and answer lengths",
-                     "Leakage check", "Sample viewer"):
+    for expected in (
+        "Rows per split and production set",
+        "Question types per split",
+        "Question and answer lengths",
+        "Leakage check",
+        "Sample viewer",
+    ):
         assert expected in subheaders
     assert charts(at) == 3  # counts, types, lengths still drawn from the data itself
     assert any("No leakage" in s for s in texts(at, "success"))  # recomputed from the splits
@@ -356,8 +374,9 @@ def test_drift_report_and_terms() -> None:
 
 def test_store_label_hides_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEY")
-    store = ObjectStore("s3://bucket/prefix", endpoint_url="http://user:pw@minio:9000", key="AKIAEXAMPLEKEY",
-                        secret=SECRET)
+    store = ObjectStore(
+        "s3://bucket/prefix", endpoint_url="http://user:pw@minio:9000", key="AKIAEXAMPLEKEY", secret=SECRET
+    )
     label = data.store_label(store)
     assert label == "s3://bucket/prefix (endpoint http://***@minio:9000)"
     assert data.redact(f"failed for AKIAEXAMPLEKEY at {label}") == f"failed for *** at {label}"

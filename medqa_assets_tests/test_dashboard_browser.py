@@ -69,9 +69,21 @@ def streamlit_server(store_url: str, log: Path, app: Path = APP) -> Iterator[str
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDQA_"))}
     env.update(MEDQA_STORE_URL=store_url, AWS_SECRET_ACCESS_KEY=SECRET, AWS_ACCESS_KEY_ID="browser-test-key-id")
     command = [
-        sys.executable, "-m", "streamlit", "run", str(app),
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
     ]
     with open(log, "wb") as output:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)

@@ -95,8 +95,16 @@ def binned_figure(histograms: dict[str, pd.DataFrame], title: str, x_label: str,
     frame["words"] = (frame["bin_start"] + frame["bin_end"]) / 2
     labels = {"words": x_label, "share": "share of rows", "group": "", "label": x_label, "facet": ""}
     hover = {"label": True, "count": True, "words": False, "facet": False}
-    common = {"x": "words", "y": "share", "color": "group", "facet_col": "facet", "title": title, "labels": labels,
-              "hover_data": hover, "facet_col_spacing": 0.08}
+    common = {
+        "x": "words",
+        "y": "share",
+        "color": "group",
+        "facet_col": "facet",
+        "title": title,
+        "labels": labels,
+        "hover_data": hover,
+        "facet_col_spacing": 0.08,
+    }
     if overlay:
         fig = px.bar(frame, barmode="overlay", opacity=0.6, color_discrete_sequence=OVERLAY_COLOURS, **common)
         fig.update_layout(bargap=0.05)

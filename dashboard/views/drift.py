@@ -115,26 +115,49 @@ def _summary(report: dict[str, Any], version: str) -> None:
 
 def _terms_figure(terms: pd.DataFrame) -> Any:
     top = terms.head(20).iloc[::-1]
-    return px.bar(top, x="difference_pp", y="term", orientation="h",
-                  hover_data={"training": ":.1%", "production": ":.1%"},
-                  labels={"difference_pp": "production − training (percentage points of questions)", "term": ""},
-                  title="Top-term frequency differences")
+    return px.bar(
+        top,
+        x="difference_pp",
+        y="term",
+        orientation="h",
+        hover_data={"training": ":.1%", "production": ":.1%"},
+        labels={"difference_pp": "production − training (percentage points of questions)", "term": ""},
+        title="Top-term frequency differences",
+    )
 
 
 def _types_figure(types: pd.DataFrame) -> Any:
-    long = types.melt(id_vars=["question_type"], value_vars=["training", "production"], var_name="data",
-                      value_name="share")
-    fig = px.bar(long, x="question_type", y="share", color="data", barmode="group",
-                 title="question_type: training vs production", labels={"data": ""})
+    long = types.melt(
+        id_vars=["question_type"], value_vars=["training", "production"], var_name="data", value_name="share"
+    )
+    fig = px.bar(
+        long,
+        x="question_type",
+        y="share",
+        color="data",
+        barmode="group",
+        title="question_type: training vs production",
+        labels={"data": ""},
+    )
     fig.update_yaxes(tickformat=".0%")
     return fig
 
 
 def _charts(report: dict[str, Any], key: tuple) -> None:
-    chart("drift_lengths", key, lambda: binned_figure(
-        {"question (production question vs training question)": report["question_lengths"],
-         "answer (chatbot answer vs reference answer)": report["answer_lengths"]},
-        "Length distributions, training vs production", "words", overlay=True), height=320)
+    chart(
+        "drift_lengths",
+        key,
+        lambda: binned_figure(
+            {
+                "question (production question vs training question)": report["question_lengths"],
+                "answer (chatbot answer vs reference answer)": report["answer_lengths"],
+            },
+            "Length distributions, training vs production",
+            "words",
+            overlay=True,
+        ),
+        height=320,
+    )
     left, right = st.columns(2)
     with left:
         chart("drift_terms", key, lambda: _terms_figure(report["terms"]), height=460)

@@ -86,9 +86,17 @@ def render(store: ObjectStore) -> None:
         _question_types(profile, splits_key)
         with section("Question and answer lengths"):
             st.subheader("Question and answer lengths")
-            chart("offline_lengths", splits_key, lambda: binned_figure(
-                {"question": profile["question_lengths"], "answer": profile["answer_lengths"]},
-                "Words per question and per answer", "words", overlay=False), height=320)
+            chart(
+                "offline_lengths",
+                splits_key,
+                lambda: binned_figure(
+                    {"question": profile["question_lengths"], "answer": profile["answer_lengths"]},
+                    "Words per question and per answer",
+                    "words",
+                    overlay=False,
+                ),
+                height=320,
+            )
             st.caption("Share of rows per length bin and split; the longest 1% are counted in the last bin.")
     elif not present:
         missing("No split files in the store, so no question types, lengths or sample", [data.OFFLINE_COMMAND])
@@ -129,9 +137,12 @@ def _dropped(metadata: dict[str, Any] | None, cache_key: tuple) -> None:
         left, right = st.columns([1, 2])
         left.table(frame.set_index("reason"))
         with right:
-            chart("offline_dropped", cache_key,
-                  lambda: px.bar(frame, x="reason", y="rows", title="Rows dropped while cleaning", text_auto=True),
-                  height=300)
+            chart(
+                "offline_dropped",
+                cache_key,
+                lambda: px.bar(frame, x="reason", y="rows", title="Rows dropped while cleaning", text_auto=True),
+                height=300,
+            )
 
 
 def _rows_per_split(
@@ -157,8 +168,11 @@ def _rows_per_split(
         mismatch = mismatch[mismatch["rows (metadata)"] != mismatch["rows (in store)"]]
         sets = pd.DataFrame(
             [
-                {"set": key.rsplit("/", 1)[-1].removesuffix(".json"), "number": _set_number(key),
-                 "rows": data.count_rows(store, key, token)}
+                {
+                    "set": key.rsplit("/", 1)[-1].removesuffix(".json"),
+                    "number": _set_number(key),
+                    "rows": data.count_rows(store, key, token),
+                }
                 for key, token in set_tokens.items()
             ],
             columns=["set", "number", "rows"],
@@ -175,26 +189,55 @@ def _rows_per_split(
         with right:
             plot = pd.concat(
                 [
-                    pd.DataFrame({"kind": "splits", "name": counts["split"],
-                                  "rows": counts["rows (in store)"].fillna(counts["rows (metadata)"])}),
+                    pd.DataFrame(
+                        {
+                            "kind": "splits",
+                            "name": counts["split"],
+                            "rows": counts["rows (in store)"].fillna(counts["rows (metadata)"]),
+                        }
+                    ),
                     pd.DataFrame({"kind": "production sets", "name": sets["set"], "rows": sets["rows"]}),
                 ],
                 ignore_index=True,
             ).dropna(subset=["rows"])
-            counts_key = (store.url, meta_token, tuple(split_tokens.get(k, "") for k in present.values()),
-                          tuple(sorted(set_tokens.items())))
-            chart("offline_counts", counts_key, lambda: facets(px.bar(
-                plot, x="name", y="rows", facet_col="kind", facet_col_spacing=0.1, text_auto=True,
-                labels={"name": "", "kind": ""}, title="Rows per split and per production set"), independent_y=True),
-                height=320)
+            counts_key = (
+                store.url,
+                meta_token,
+                tuple(split_tokens.get(k, "") for k in present.values()),
+                tuple(sorted(set_tokens.items())),
+            )
+            chart(
+                "offline_counts",
+                counts_key,
+                lambda: facets(
+                    px.bar(
+                        plot,
+                        x="name",
+                        y="rows",
+                        facet_col="kind",
+                        facet_col_spacing=0.1,
+                        text_auto=True,
+                        labels={"name": "", "kind": ""},
+                        title="Rows per split and per production set",
+                    ),
+                    independent_y=True,
+                ),
+                height=320,
+            )
 
 
 def _types_figure(dist: pd.DataFrame) -> Any:
     order = dist.groupby("question_type")["rows"].sum().sort_values(ascending=False).index.tolist()
     fig = px.bar(
-        dist, x="question_type", y="share", color="group", barmode="group",
-        category_orders={"question_type": order}, labels={"share": "share of split", "group": ""},
-        hover_data={"rows": True}, title="question_type distribution",
+        dist,
+        x="question_type",
+        y="share",
+        color="group",
+        barmode="group",
+        category_orders={"question_type": order},
+        labels={"share": "share of split", "group": ""},
+        hover_data={"rows": True},
+        title="question_type distribution",
     )
     fig.update_yaxes(tickformat=".0%")
     return fig

@@ -103,8 +103,10 @@ def render(store: ObjectStore) -> None:
     meta = metadatas.get(version)
     version_key = (store.url, version, versions.tokens.get(layout.retraining_metadata_key(version), ""))
     if version in errors:
-        st.error(f"Metadata of {version}: {errors[version]}. Counts, PII, quality and manifest are unavailable; "
-                 "the charts from the data itself still follow.")
+        st.error(
+            f"Metadata of {version}: {errors[version]}. Counts, PII, quality and manifest are unavailable; "
+            "the charts from the data itself still follow."
+        )
     if meta is not None:
         _counts(version, meta, version_key)
     _lengths_and_trend(store, version, versions, meta)
@@ -117,11 +119,21 @@ def render(store: ObjectStore) -> None:
 
 def _versions_figure(overview: pd.DataFrame) -> Any:
     x = "created" if overview["created"].notna().all() else "version"
-    long = overview.melt(id_vars=[x, "version"] if x != "version" else ["version"],
-                         value_vars=["records_in", "records_out", "quarantined"], var_name="count",
-                         value_name="records")
-    return px.line(long, x=x, y="records", color="count", markers=True, hover_data=["version"],
-                   title="Records per version over time")
+    long = overview.melt(
+        id_vars=[x, "version"] if x != "version" else ["version"],
+        value_vars=["records_in", "records_out", "quarantined"],
+        var_name="count",
+        value_name="records",
+    )
+    return px.line(
+        long,
+        x=x,
+        y="records",
+        color="count",
+        markers=True,
+        hover_data=["version"],
+        title="Records per version over time",
+    )
 
 
 def _versions_over_time(
@@ -158,20 +170,40 @@ def _counts(version: str, meta: dict[str, Any], version_key: tuple) -> None:
             if rejections.empty:
                 st.success("No records were rejected.")
             else:
-                st.table(rejections.rename(columns={"name": "rejection reason", "count": "records"})
-                         .set_index("rejection reason")[["records"]])
+                st.table(
+                    rejections.rename(columns={"name": "rejection reason", "count": "records"}).set_index(
+                        "rejection reason"
+                    )[["records"]]
+                )
             if pii.empty:
                 st.info("The metadata reports no PII redactions.")
             else:
-                st.table(pii.rename(columns={"name": "PII kind", "count": "redactions"})
-                         .set_index("PII kind")[["redactions"]])
+                st.table(
+                    pii.rename(columns={"name": "PII kind", "count": "redactions"}).set_index("PII kind")[
+                        ["redactions"]
+                    ]
+                )
         with right:
             both = pd.concat([rejections, pii], ignore_index=True)
             if not both.empty:
-                chart("retraining_counts", version_key, lambda: facets(px.bar(
-                    both, x="name", y="count", facet_col="kind", facet_col_spacing=0.1, text_auto=True,
-                    labels={"name": "", "kind": ""}, title="Rejections and PII redactions"), independent_y=True),
-                    height=320)
+                chart(
+                    "retraining_counts",
+                    version_key,
+                    lambda: facets(
+                        px.bar(
+                            both,
+                            x="name",
+                            y="count",
+                            facet_col="kind",
+                            facet_col_spacing=0.1,
+                            text_auto=True,
+                            labels={"name": "", "kind": ""},
+                            title="Rejections and PII redactions",
+                        ),
+                        independent_y=True,
+                    ),
+                    height=320,
+                )
 
 
 def _lengths_and_trend(store: ObjectStore, version: str, versions: data.Versions, meta: dict | None) -> None:
@@ -188,18 +220,34 @@ def _lengths_and_trend(store: ObjectStore, version: str, versions: data.Versions
             return
         left, right = st.columns(2)
         with left:
-            chart("retraining_lengths", data_key, lambda: binned_figure(
-                {"question": profile["questions"], "answer": profile["answers"]}, "Words per question and answer",
-                "words", overlay=True), height=300)
+            chart(
+                "retraining_lengths",
+                data_key,
+                lambda: binned_figure(
+                    {"question": profile["questions"], "answer": profile["answers"]},
+                    "Words per question and answer",
+                    "words",
+                    overlay=True,
+                ),
+                height=300,
+            )
         with right:
             trend = profile["trend"]
             if trend.empty:
                 st.info("No readable timestamps in this version.")
             else:
-                chart("retraining_trend", data_key, lambda: px.line(
-                    trend, x="period", y="records", markers=len(trend) < 60,
-                    title=f"Logged records per {profile['unit']} (timestamps inside {version})",
-                ).update_yaxes(rangemode="tozero"), height=300)
+                chart(
+                    "retraining_trend",
+                    data_key,
+                    lambda: px.line(
+                        trend,
+                        x="period",
+                        y="records",
+                        markers=len(trend) < 60,
+                        title=f"Logged records per {profile['unit']} (timestamps inside {version})",
+                    ).update_yaxes(rangemode="tozero"),
+                    height=300,
+                )
         stamps = (meta or {}).get("timestamps") or {}
         if isinstance(stamps, dict) and stamps:
             st.caption(f"Timestamps range from {stamps.get('min')} to {stamps.get('max')}.")
@@ -211,8 +259,14 @@ def _lengths_and_trend(store: ObjectStore, version: str, versions: data.Versions
 def _quality_versions_figure(overview: pd.DataFrame) -> Any:
     metric = overview["metric"].dropna().iloc[0] if overview["metric"].notna().any() else "quality"
     long = overview.melt(id_vars=["version"], value_vars=["mean", "p50", "p90"], var_name="stat")
-    return px.line(long, x="version", y="value", color="stat", markers=True,
-                   title=f"{metric} per version (versions that report it)")
+    return px.line(
+        long,
+        x="version",
+        y="value",
+        color="stat",
+        markers=True,
+        title=f"{metric} per version (versions that report it)",
+    )
 
 
 def _answer_quality(
@@ -223,8 +277,10 @@ def _answer_quality(
         quality = meta.get("answer_quality")
         overview = data.quality_overview(metadatas)
         if not isinstance(quality, dict):
-            st.info(f"{version} does not report answer quality (no production record could be matched to a "
-                    "reference answer).")
+            st.info(
+                f"{version} does not report answer quality (no production record could be matched to a "
+                "reference answer)."
+            )
         else:
             metric = quality.get("metric") or "metric"
             cols = st.columns(4)
@@ -236,8 +292,12 @@ def _answer_quality(
         with left:
             hist = data.quality_histogram(quality) if isinstance(quality, dict) else pd.DataFrame()
             if not hist.empty:
-                chart("retraining_quality", version_key, lambda: px.bar(
-                    hist, x="bin", y="count", title=f"{quality.get('metric') or 'metric'} of {version}"), height=280)
+                chart(
+                    "retraining_quality",
+                    version_key,
+                    lambda: px.bar(hist, x="bin", y="count", title=f"{quality.get('metric') or 'metric'} of {version}"),
+                    height=280,
+                )
         with right:
             if len(overview) > 1:
                 chart("retraining_quality_versions", meta_key, lambda: _quality_versions_figure(overview), height=280)
@@ -259,10 +319,16 @@ def _quarantine(store: ObjectStore, version: str) -> None:
             reasons = sorted(frame["reason"].dropna().astype(str).unique())
             chosen = st.multiselect("Reason", reasons, key=f"quarantine_reasons_{version}")
             shown = frame[frame["reason"].isin(chosen)] if chosen else frame
-            st.caption(f"{len(shown):,} of {len(frame):,} quarantined records"
-                       + (" (an even sample of a large file)" if table is not None and table.sampled else ""))
-            st.dataframe(shown.head(1000), hide_index=True, width="stretch",
-                         height=min(36 * (min(len(shown), 1000) + 1) + 3, 320))
+            st.caption(
+                f"{len(shown):,} of {len(frame):,} quarantined records"
+                + (" (an even sample of a large file)" if table is not None and table.sampled else "")
+            )
+            st.dataframe(
+                shown.head(1000),
+                hide_index=True,
+                width="stretch",
+                height=min(36 * (min(len(shown), 1000) + 1) + 3, 320),
+            )
         if file_keys:
             rows = []
             for key in file_keys:
