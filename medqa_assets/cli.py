@@ -8,10 +8,12 @@ store access, missing inputs) print ``error: <message>`` on one line and exit wi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from medqa_assets.console import VERBOSE_VAR, one_line, verbose
 from medqa_assets.serving import CommandError
 from medqa_assets.settings import ConfigurationError
 from medqa_assets.storage.object_store import StoreError
@@ -155,6 +157,9 @@ def _tick(args: argparse.Namespace) -> int:
 # -- entry point ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medqa", description="MedQA data platform tools")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help=f"show tracebacks of errors (or set {VERBOSE_VAR}=1)"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for spec in COMMANDS.values():
         sub = subparsers.add_parser(spec.name, help=spec.help, description=spec.help)
@@ -166,11 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``medqa`` subcommand; returns the exit code (argparse exits by itself on bad flags)."""
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_VAR] = "1"
     try:
         return int(args.run(args) or 0)
     except HANDLED_ERRORS as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
+        if verbose():
+            raise
+        print(f"error: {one_line(str(error)) or type(error).__name__}", file=sys.stderr)
         return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -2,20 +2,25 @@
 
 import dagster as dg
 
+from medqa_assets.console import COMPACT_LOGGING_RUN_CONFIG, compact_console_logger, exit_on_user_error
 from medqa_assets.executors import executor_from_env
 from medqa_assets.medquad.assets import medquad_clean, medquad_raw
 from medqa_assets.resources import build_resources
 from medqa_assets.retraining.assets import raw_logs, raw_logs_sensor, retraining_data, retraining_etl
-from medqa_assets.settings import Settings
+from medqa_assets.settings import ConfigurationError, Settings
 from medqa_assets.splitting.assets import build_splitting_assets
 
-settings = Settings.from_env()
+# A bad setting stops loading with one line naming the variable (MEDQA_VERBOSE=1 for the traceback).
+with exit_on_user_error(ConfigurationError):
+    settings = Settings.from_env()
+    executor = executor_from_env()
 offline_assets = [medquad_raw, medquad_clean, *build_splitting_assets(settings)]
 
 offline_etl = dg.define_asset_job(
     "offline_etl",
     selection=dg.AssetSelection.assets(*offline_assets),
     description="MedQuAD from its source to validated splits and production sets, in one run.",
+    config=COMPACT_LOGGING_RUN_CONFIG,
 )
 
 defs = dg.Definitions(
@@ -23,5 +28,6 @@ defs = dg.Definitions(
     jobs=[offline_etl, retraining_etl],
     sensors=[raw_logs_sensor],
     resources=build_resources(),
-    executor=executor_from_env(),
+    executor=executor,
+    loggers={"console": compact_console_logger},
 )

@@ -13,9 +13,14 @@ EXECUTORS = ("multiprocess", "in_process", "celery")
 
 
 def executor_from_env() -> dg.ExecutorDefinition:
-    """``multiprocess`` (default), ``in_process``, or ``celery`` (broker and backend from
-    ``MEDQA_CELERY_BROKER_URL`` / ``MEDQA_CELERY_BACKEND_URL``)."""
-    name = os.environ.get(EXECUTOR_VAR, "").strip().lower() or "multiprocess"
+    """``in_process`` (default), ``multiprocess``, or ``celery`` (broker and backend from
+    ``MEDQA_CELERY_BROKER_URL`` / ``MEDQA_CELERY_BACKEND_URL``).
+
+    In-process is the default because the platform's steps run one after another and hand data
+    frames to each other: a process per step only adds start-up time (about a second each, the
+    imports) on one machine. The deployment picks ``multiprocess`` or ``celery`` explicitly.
+    """
+    name = os.environ.get(EXECUTOR_VAR, "").strip().lower() or "in_process"
     if name == "multiprocess":
         return dg.multi_or_in_process_executor
     if name == "in_process":

@@ -9,7 +9,13 @@ from medqa_assets.settings import ConfigurationError
 
 
 @pytest.mark.parametrize(
-    ("value", "name"), [("", "multi_or_in_process_executor"), ("in_process", "in_process"), ("celery", "celery")]
+    ("value", "name"),
+    [
+        ("", "in_process"),
+        ("in_process", "in_process"),
+        ("multiprocess", "multi_or_in_process_executor"),
+        ("celery", "celery"),
+    ],
 )
 def test_executor_follows_the_setting(monkeypatch: pytest.MonkeyPatch, value: str, name: str) -> None:
     monkeypatch.setenv("MEDQA_EXECUTOR", value)

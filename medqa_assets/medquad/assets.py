@@ -13,6 +13,13 @@ from medqa_assets.settings import Settings
 from medqa_assets.splitting.schemas import MEDQUAD_RAW_SCHEMA, QA_SCHEMA
 from medqa_assets.splitting.transforms import EmptyResultError, clean_medquad
 
+DROP_REASON_TEXT = {
+    "missing_question": "without a question",
+    "missing_answer": "without an answer (MedQuAD ships three MedlinePlus collections without answers)",
+    "question_type_not_allowed": "of a question type outside the allow-list",
+    "duplicate_question_answer": "duplicate question/answer pairs",
+}
+
 MEDQUAD_RAW_KEY = dg.AssetKey("medquad_raw")
 MEDQUAD_CLEAN_KEY = dg.AssetKey("medquad_clean")
 
@@ -68,7 +75,12 @@ def medquad_clean(context: dg.AssetExecutionContext, config: CleanConfig, medqua
         result = clean_medquad(medquad_raw, config.question_types or None)
     except EmptyResultError as error:
         raise dg.Failure(str(error)) from error
-    context.log.info(f"kept {len(result.frame)} of {len(medquad_raw)} rows; dropped {result.dropped}")
+    reasons = ", ".join(
+        f"{count} {DROP_REASON_TEXT.get(reason, reason)}" for reason, count in result.dropped.items() if count
+    )
+    context.log.info(
+        f"kept {len(result.frame)} of {len(medquad_raw)} rows" + (f"; dropped {reasons}" if reasons else "")
+    )
     yield from schema_gate(MEDQUAD_CLEAN_KEY, QA_SCHEMA, result.frame)
     frame = result.frame
     frame.attrs = {

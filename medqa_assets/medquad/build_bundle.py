@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medqa_assets.console import VERBOSE_VAR, exit_on_user_error
 from medqa_assets.medquad.sources import BUNDLED_FILE, PROVENANCE_FILE, bundled_dir
 from medqa_assets.medquad.xml_reader import iter_xml_files, read_medquad_xml
 
@@ -45,8 +47,25 @@ def _git_commit() -> str | None:
         return None
 
 
-def build(xml_root: Path, out_dir: Path) -> dict[str, object]:
+class SmallerSnapshotError(ValueError):
+    """Rebuilding would replace a snapshot with one holding fewer rows (a wrong or partial folder)."""
+
+
+def build(xml_root: Path, out_dir: Path, *, force: bool = False) -> dict[str, object]:
+    """Convert ``xml_root`` and write the snapshot and its provenance to ``out_dir``.
+
+    An existing snapshot is never replaced by one with fewer rows unless ``force`` is set: pointing
+    the converter at the wrong folder must not silently shrink the data every default run uses.
+    """
     frame = read_medquad_xml(xml_root)
+    existing = out_dir / PROVENANCE_FILE
+    if existing.is_file() and not force:
+        previous_rows = int(json.loads(existing.read_text()).get("rows", 0))
+        if len(frame) < previous_rows:
+            raise SmallerSnapshotError(
+                f"{xml_root} holds {len(frame)} MedQuAD rows, the snapshot in {out_dir} holds {previous_rows}; "
+                "point at the whole distribution, write elsewhere with --out, or pass --force to replace it"
+            )
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer, compression="zstd")
     data = buffer.getvalue()
@@ -73,8 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("xml_root", type=Path, help="the MedQuAD XML distribution (e.g. ../shared/medquad)")
     parser.add_argument("--out", type=Path, default=bundled_dir(), help="output folder (default: the package's)")
+    parser.add_argument("--force", action="store_true", help="replace a snapshot even with one of fewer rows")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    print(json.dumps(build(args.xml_root, args.out), indent=2))
+    if args.verbose:
+        os.environ[VERBOSE_VAR] = "1"
+    with exit_on_user_error(OSError, ValueError, program="build_bundle: error"):
+        if not args.xml_root.is_dir():
+            raise FileNotFoundError(
+                f"{args.xml_root} is not a directory; pass the MedQuAD XML distribution (e.g. ../shared/medquad)"
+            )
+        provenance = build(args.xml_root, args.out, force=args.force)
+    print(json.dumps(provenance, indent=2))
     return 0
 
 

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from medqa_assets.console import COMPACT_LOGGING_RUN_CONFIG
 from medqa_assets.lineage import MlflowLineageResource, record_retraining_version
 from medqa_assets.resources import ObjectStoreResource
 from medqa_assets.retraining.build import ManifestMismatch, build_version
@@ -105,6 +106,7 @@ retraining_etl = dg.define_asset_job(
     "retraining_etl",
     selection=dg.AssetSelection.assets(raw_logs, retraining_data),
     description="raw_logs and retraining_data for one version.",
+    config=COMPACT_LOGGING_RUN_CONFIG,
 )
 
 
