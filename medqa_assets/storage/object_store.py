@@ -30,6 +30,32 @@ TEMP_PREFIX = ".tmp-"
 ATTRS_METADATA_KEY = b"medqa_attrs"
 
 
+# A conditional write lost: the S3 error code, or the HTTP status when a server sends no code.
+PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
+
+
+def s3_error_code(error: BaseException) -> str | None:
+    """The S3 error code (``"PreconditionFailed"``, ``"NoSuchKey"``, ...) behind an s3fs/botocore error.
+
+    s3fs wraps botocore's ``ClientError`` in an ``OSError`` whose text differs between servers, so
+    callers branch on the code (or the HTTP status) found in the exception chain, never on text.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = (response.get("Error") or {}).get("Code")
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if code:
+                return str(code)
+            if status:
+                return str(status)
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class StoreError(RuntimeError):
     """The object store could not be used; the message says which setting to check."""
 
@@ -195,7 +221,7 @@ class ObjectStore:
                 try:
                     self.fs.pipe_file(self.path(key), data, mode="create" if exclusive else "overwrite")
                 except Exception as error:
-                    if exclusive and "precondition" in str(error).lower():
+                    if exclusive and s3_error_code(error) in PRECONDITION_FAILED:
                         raise FileExistsError(key) from error
                     raise
                 return
@@ -234,7 +260,8 @@ class ObjectStore:
                 try:
                     yield handle
                 except BaseException:
-                    handle.discard()
+                    handle.discard()  # aborts the multipart upload: the previous object stays
+                    handle.closed = True  # a discarded s3fs file must not try to upload again when collected
                     raise
                 handle.close()
                 return
