@@ -43,6 +43,33 @@ def test_parse_document_yields_lavita_rows() -> None:
     assert rows[1]["answer"] is None  # empty answers are missing, not ""
 
 
+def test_shipped_xml_subset_converts_like_the_bundled_snapshot(medquad_xml_subset: Path) -> None:
+    """The 60 original documents shipped with the tests, through the XML source, give exactly the rows
+    the bundled snapshot holds for those documents: the converter and the bundle agree without the
+    full distribution."""
+    loaded = load_medquad(str(medquad_xml_subset))
+    assert loaded.kind == "xml" and list(loaded.frame.columns) == LAVITA_COLUMNS
+    frame = loaded.frame
+    assert frame["document_source"].nunique() == 12  # every collection is represented
+    assert frame["answer"].isna().sum() > 0  # the MedlinePlus collections ship without answers
+    bundled = load_medquad("bundled").frame
+    document = ["document_source", "document_id", "document_url", "question_focus"]  # ids and URLs repeat
+    documents = set(frame[document].itertuples(index=False))
+    mine = bundled[[row in documents for row in bundled[document].itertuples(index=False)]]
+    order = [*document, "question_id", "question"]
+    pd.testing.assert_frame_equal(
+        frame.sort_values(order).reset_index(drop=True), mine.sort_values(order).reset_index(drop=True)
+    )
+
+
+def test_build_bundle_on_the_subset_records_provenance(tmp_path: Path, medquad_xml_subset: Path) -> None:
+    provenance = build(medquad_xml_subset, tmp_path)
+    assert provenance["source_xml_files"] == 60
+    assert provenance["rows"] == len(read_medquad_xml(medquad_xml_subset))
+    assert provenance["sha256"] == hashlib.sha256((tmp_path / "medquad.parquet").read_bytes()).hexdigest()
+    assert provenance["source_tree_sha256"] == tree_digest(medquad_xml_subset)[0]
+
+
 @pytest.mark.slow
 def test_full_xml_distribution_matches_the_dataset_card(shared_medquad: Path) -> None:
     frame = read_medquad_xml(shared_medquad)
@@ -51,6 +78,7 @@ def test_full_xml_distribution_matches_the_dataset_card(shared_medquad: Path) ->
     assert int(frame["answer"].isna().sum()) == 31034
 
 
+@pytest.mark.slow
 def test_bundled_snapshot_is_the_converted_xml_with_provenance(shared_medquad: Path) -> None:
     provenance = json.loads((bundled_dir() / "provenance.json").read_text())
     data = (bundled_dir() / "medquad.parquet").read_bytes()
@@ -61,6 +89,7 @@ def test_bundled_snapshot_is_the_converted_xml_with_provenance(shared_medquad: P
     assert loaded.kind == "bundled" and len(loaded.frame) == 47441
 
 
+@pytest.mark.slow
 def test_converter_rebuilds_the_bundle_byte_for_byte(tmp_path: Path, shared_medquad: Path) -> None:
     provenance = build(shared_medquad, tmp_path)
     assert (tmp_path / "medquad.parquet").read_bytes() == (bundled_dir() / "medquad.parquet").read_bytes()
