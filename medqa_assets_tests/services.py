@@ -119,8 +119,12 @@ def query(db_name: str, sql: str, params: tuple = ()) -> list[tuple]:
         return cursor.fetchall()
 
 
-def write_postgres_dagster_home(home: Path, db_name: str, extra: str = "") -> Path:
-    """A DAGSTER_HOME whose dagster.yaml keeps runs, events and schedules in ``db_name``."""
+def write_postgres_dagster_home(home: Path, db_name: str, extra: str = "", *, scheme: bool = True) -> Path:
+    """A DAGSTER_HOME whose dagster.yaml keeps runs, events and schedules in ``db_name``.
+
+    ``scheme=False`` writes Dagster's documented form, without ``scheme``: SQLAlchemy then picks
+    psycopg 3 for ``postgresql://``, which the project ships for exactly that case.
+    """
     home.mkdir(parents=True, exist_ok=True)
     pg = postgres_db_config(db_name)
     (home / "dagster.yaml").write_text(
@@ -131,9 +135,7 @@ def write_postgres_dagster_home(home: Path, db_name: str, extra: str = "") -> Pa
         f"      port: {pg['port']}\n"
         f"      username: {pg['username']}\n"
         '      password: ""\n'
-        f"      db_name: {pg['db_name']}\n"
-        f"      scheme: {pg['scheme']}\n"
-        "telemetry:\n"
+        f"      db_name: {pg['db_name']}\n" + (f"      scheme: {pg['scheme']}\n" if scheme else "") + "telemetry:\n"
         "  enabled: false\n" + extra
     )
     return home

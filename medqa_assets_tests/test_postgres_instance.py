@@ -106,3 +106,24 @@ def test_offline_and_retraining_jobs_on_a_postgres_instance(
         db_name, "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s", ("retraining_versions",)
     )
     assert partitions == [("v1",)]
+
+
+def test_dagsters_documented_postgres_config_works_as_written(tmp_path: Path) -> None:
+    """``storage: postgres: postgres_db: {username, password, hostname, db_name, port}`` as Dagster's
+    docs give it (no ``scheme``). SQLAlchemy 2.1 would map that to psycopg 3, on which dagster-postgres'
+    event log fails; the project keeps SQLAlchemy on 2.0, which picks psycopg2."""
+
+    @dg.asset
+    def probe() -> int:
+        return 1
+
+    with temporary_database("medqa_dagster_doc") as db_name:
+        home = write_postgres_dagster_home(tmp_path / "dagster_home", db_name, scheme=False)
+        assert "scheme" not in (home / "dagster.yaml").read_text()
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            result = dg.materialize([probe], instance=instance)
+            assert result.success
+            instance.add_dynamic_partitions("retraining_versions", ["v1"])
+            assert instance.get_dynamic_partitions("retraining_versions") == ["v1"]
+        assert dict(query(db_name, "SELECT run_id, status FROM runs")) == {result.run_id: "SUCCESS"}
