@@ -108,8 +108,7 @@ def test_offline_job_on_the_multiprocess_executor(
 ) -> None:
     root = tmp_path / "object_store"
     offline_variables(monkeypatch, root, source)
-    monkeypatch.setenv("MEDQA_EXECUTOR", "multiprocess")
-    result = dg.execute_job(recon_offline_job("medqa_assets.definitions"), postgres_instance)
+    result = dg.execute_job(recon_offline_job("medqa_assets_tests.multiprocess_defs"), postgres_instance)
     assert result.success
     assert result.job_def.executor_def.name == "multi_or_in_process_executor"
     processes = {
