@@ -89,27 +89,20 @@ def peak_mb() -> float:
 
 
 def run_version(store, files: list[tuple[str, bytes]]) -> tuple[float, float, dict]:
-    """Upload, claim, record the manifest, then time building the version."""
-    import hashlib
-
+    """Upload, decide, claim and snapshot, then time building the version."""
     from medqa_assets.retraining.build import build_version
-    from medqa_assets.retraining.versioning import claim_pending
+    from medqa_assets.retraining.decide import plan_tick
+    from medqa_assets.retraining.snapshot import prepare_version
     from medqa_assets.storage import layout
 
     for name, data in files:
         store.write_bytes(layout.RAW_LOGS_PREFIX + name, data)
     start = time.perf_counter()
-    claim = claim_pending(store, settle_seconds=0)
+    decision = plan_tick(store, settle_seconds=0).decision
+    manifest = prepare_version(store, decision.version, decision, settle_seconds=0, log=lambda _: None)
     claim_seconds = time.perf_counter() - start
-    manifest = {
-        "version": claim.version,
-        "files": [
-            {"key": f["key"], "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-            for f, d in zip(claim.files, (store.read_bytes(f["key"]) for f in claim.files), strict=True)
-        ],
-    }
     start = time.perf_counter()
-    metadata = build_version(store, claim.version, manifest, log=lambda _: None)
+    metadata = build_version(store, decision.version, manifest, log=lambda _: None)
     return time.perf_counter() - start, claim_seconds, metadata
 
 

@@ -15,11 +15,15 @@ PRODUCTION_SETS_VAR = "MEDQA_PRODUCTION_SETS"
 MEDQUAD_SOURCE_VAR = "MEDQA_MEDQUAD_SOURCE"
 MLFLOW_TRACKING_URI_VAR = "MLFLOW_TRACKING_URI"
 SENSOR_SETTLE_SECONDS_VAR = "MEDQA_SENSOR_SETTLE_SECONDS"
+RETIRE_AFTER_SECONDS_VAR = "MEDQA_RETIRE_AFTER_SECONDS"
 
 DEFAULT_STORE_URL = "object_store"
 DEFAULT_PRODUCTION_SETS = 5
 DEFAULT_MEDQUAD_SOURCE = "bundled"
 DEFAULT_SETTLE_SECONDS = 5.0
+# A consumed raw file is deleted only after nobody wrote to it for this long: a writer holding
+# the file open may still append, and those bytes must reach a later version.
+DEFAULT_RETIRE_AFTER_SECONDS = 600.0
 
 
 class ConfigurationError(ValueError):
@@ -62,6 +66,7 @@ class Settings:
     medquad_source: str = DEFAULT_MEDQUAD_SOURCE
     mlflow_tracking_uri: str | None = None
     sensor_settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    retire_after_seconds: float = DEFAULT_RETIRE_AFTER_SECONDS
     # Credentials are read here only so they can be handed to the S3 client; never logged.
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
@@ -75,6 +80,7 @@ class Settings:
             medquad_source=os.environ.get(MEDQUAD_SOURCE_VAR, "").strip() or DEFAULT_MEDQUAD_SOURCE,
             mlflow_tracking_uri=os.environ.get(MLFLOW_TRACKING_URI_VAR, "").strip() or None,
             sensor_settle_seconds=_non_negative_float(SENSOR_SETTLE_SECONDS_VAR, DEFAULT_SETTLE_SECONDS),
+            retire_after_seconds=_non_negative_float(RETIRE_AFTER_SECONDS_VAR, DEFAULT_RETIRE_AFTER_SECONDS),
             aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
         )

@@ -43,6 +43,10 @@ START = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 CORRUPT_JSON = b'{"source": "bundled", "initial_records": 47441, '  # truncated: not valid JSON
 
 
+# A field name a log can carry: rendered as Markdown it would make every viewer's browser fetch a URL.
+MARKDOWN_FIELD_NAME = "![x](http://127.0.0.1:9/pixel.png)"
+
+
 def split_frame(n: int, seed: int, name: str) -> pd.DataFrame:
     """``n`` synthetic MedQuAD-like rows (split columns), distinct focuses per split (no leakage)."""
     rng = np.random.default_rng(seed)
@@ -162,7 +166,7 @@ def version_metadata(version: str, rows: int, data: bytes, created: datetime, *,
             }
         ],
         "output": {"key": key, "sha256": hashlib.sha256(data).hexdigest(), "rows": rows, "bytes": len(data)},
-        "fields_dropped": ["latency_ms", "q_tags"],
+        "fields_dropped": ["latency_ms", "q_tags", MARKDOWN_FIELD_NAME],
         "answer_quality": (
             {
                 "metric": "rougeL_f1",

@@ -163,6 +163,10 @@ def test_retraining_tab_populated(populated: ObjectStore) -> None:
     assert "not_json" in text and "missing_question" in text  # quarantine viewer and reasons
     assert "sha256" in text and "log-1.jsonl" in text  # manifest
     assert SECRET not in all_protos(at)
+    # strings from logs are plain text: never Markdown that could fetch a URL
+    assert any(fx.MARKDOWN_FIELD_NAME in t for t in texts(at, "text"))
+    for kind in ("markdown", "caption", "info", "warning", "error", "success"):
+        assert not any(fx.MARKDOWN_FIELD_NAME in t for t in texts(at, kind)), kind
 
     at.selectbox(key="retraining_version").select("v1").run()
     assert_clean(at)

@@ -145,7 +145,9 @@ def test_split_and_retraining_versions_are_mlflow_runs_with_their_digests(
         write_logs(store)
         [request] = evaluate_sensor(instance).run_requests
         assert request.partition_key == "v1"
-        retraining = defs.resolve_job_def("retraining_etl").execute_in_process(instance=instance, partition_key="v1")
+        retraining = defs.resolve_job_def("retraining_etl").execute_in_process(
+            instance=instance, partition_key="v1", run_config=request.run_config
+        )
         assert retraining.success
         event = instance.get_latest_materialization_event(dg.AssetKey("retraining_data"))
     assert mlflow.active_run() is None  # nothing left open in this process
@@ -200,9 +202,13 @@ def test_default_tracking_uri_is_sqlite_under_the_local_store(local_store_env, m
     store = ObjectStore.from_settings()
     write_logs(store)
     with dg.instance_for_test() as instance:
-        evaluate_sensor(instance)
+        [request] = evaluate_sensor(instance).run_requests
         assert dg.materialize(
-            [raw_logs, retraining_data], partition_key="v1", instance=instance, resources=build_resources()
+            [raw_logs, retraining_data],
+            partition_key="v1",
+            instance=instance,
+            resources=build_resources(),
+            run_config=request.run_config,
         ).success
     database = local_store_env.root / "mlflow" / "mlflow.db"
     assert database.is_file()
@@ -225,9 +231,13 @@ def test_unreachable_mlflow_loses_no_data(local_store_env, monkeypatch) -> None:
     store = ObjectStore.from_settings()
     write_logs(store)
     with dg.instance_for_test() as instance:
-        evaluate_sensor(instance)
+        [request] = evaluate_sensor(instance).run_requests
         result = dg.materialize(
-            [raw_logs, retraining_data], partition_key="v1", instance=instance, resources=build_resources()
+            [raw_logs, retraining_data],
+            partition_key="v1",
+            instance=instance,
+            resources=build_resources(),
+            run_config=request.run_config,
         )
         assert result.success
         warnings = [

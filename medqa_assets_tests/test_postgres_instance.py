@@ -69,15 +69,18 @@ def test_offline_and_retraining_jobs_on_a_postgres_instance(
         for name, data in (("serving.jsonl", LOG_LINES), ("legacy.json", LOG_ARRAY)):
             store.write_bytes(layout.new_raw_log_key(name), data)
         tick = evaluate_sensor(instance)
-        assert [(r.partition_key, r.run_key) for r in tick.run_requests] == [("v1", "v1")]
+        assert [r.partition_key for r in tick.run_requests] == ["v1"]
         assert instance.get_dynamic_partitions("retraining_versions") == ["v1"]
 
         request = tick.run_requests[0]
         retraining = defs.resolve_job_def("retraining_etl").execute_in_process(
-            instance=instance, partition_key=request.partition_key, tags=dict(request.tags)
+            instance=instance,
+            partition_key=request.partition_key,
+            tags=dict(request.tags),
+            run_config=request.run_config,
         )
         assert retraining.success
-        assert evaluate_sensor(instance).run_requests == []  # v1 is complete: its claim is closed
+        assert evaluate_sensor(instance, cursor=tick.cursor).run_requests == []  # v1 is published
 
         retraining_event = instance.get_latest_materialization_event(dg.AssetKey("retraining_data"))
         assert retraining_event is not None

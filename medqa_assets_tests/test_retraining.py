@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-import threading
 
 import dagster as dg
 import datasets
@@ -12,8 +13,9 @@ import pytest
 from medqa_assets.resources import build_resources
 from medqa_assets.retraining import build as build_module
 from medqa_assets.retraining.assets import raw_logs, retraining_data, versions_partitions
-from medqa_assets.retraining.tick import evaluate_sensor
-from medqa_assets.retraining.versioning import claim_pending, open_claims, read_tracker
+from medqa_assets.retraining.control import read_control_state, read_tracker
+from medqa_assets.retraining.decide import plan_tick
+from medqa_assets.retraining.tick import evaluate_sensor, tick_and_run
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
 
@@ -76,17 +78,19 @@ def write_all_shapes(store: ObjectStore) -> list[str]:
 def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:
     request.getfixturevalue("local_store_env" if request.param == "local" else "s3_store_env")
     monkeypatch.setenv("MEDQA_SENSOR_SETTLE_SECONDS", "0")
+    monkeypatch.setenv("MEDQA_RETIRE_AFTER_SECONDS", "0")
     monkeypatch.setenv("MEDQA_RETRAINING_WORKERS", "1")
     return ObjectStore.from_settings()
 
 
-def materialize(instance: dg.DagsterInstance, version: str) -> dg.ExecuteInJobResult:
-    return dg.materialize(
-        [raw_logs, retraining_data],
-        partition_key=version,
-        instance=instance,
-        resources=build_resources(),
-    )
+def tick(instance: dg.DagsterInstance) -> dict[str, bool]:
+    """One `medqa tick`: version -> whether its run succeeded."""
+    return dict(tick_and_run(instance))
+
+
+def everything(store: ObjectStore) -> dict[str, bytes]:
+    """Every object in the store with its bytes: to show that something changed nothing."""
+    return {info.key: store.read_bytes(info.key) for info in store.list("")}
 
 
 def snapshot(store: ObjectStore, version: str) -> dict[str, object]:
@@ -101,14 +105,12 @@ def snapshot(store: ObjectStore, version: str) -> dict[str, object]:
 def test_every_shape_and_bad_input_is_accounted_for(store: ObjectStore) -> None:
     keys = write_all_shapes(store)
     with dg.instance_for_test() as instance:
-        result = evaluate_sensor(instance)
-        assert [r.partition_key for r in result.run_requests] == ["v1"]
-        assert result.run_requests[0].run_key == "v1"
-        assert materialize(instance, "v1").success
+        assert tick(instance) == {"v1": True}
 
     metadata = store.read_json(layout.retraining_metadata_key("v1"))
     assert metadata["records_in"] == metadata["records_out"] + metadata["quarantined"] + metadata["duplicates_removed"]
-    assert metadata["records_in"] == 2 + 2 + 1 + 6 + 2
+    # records of the unreadable files count too: truncated 1, latin1 1, scalar 1, csv 2 (empty holds none)
+    assert metadata["records_in"] == 2 + 2 + 1 + 6 + 2 + 5
     assert metadata["records_out"] == 5  # flu, mail, call, single, fine
     assert metadata["duplicates_removed"] == 1
     assert metadata["rejections"] == {
@@ -119,6 +121,7 @@ def test_every_shape_and_bad_input_is_accounted_for(store: ObjectStore) -> None:
         "non_string_field": 1,
         "not_an_object": 1,
         "record_too_large": 1,
+        "unreadable_file": 5,
     }
     assert metadata["pii_redactions"]["email"] == 1
     assert metadata["pii_redactions"]["phone"] == 1
@@ -139,8 +142,7 @@ def test_every_shape_and_bad_input_is_accounted_for(store: ObjectStore) -> None:
     assert set(rows.columns) >= {"question", "answer", "timestamp"}
     assert "model_response" not in rows.columns
     assert (
-        metadata["output"]["sha256"]
-        == __import__("hashlib").sha256(store.read_bytes(layout.retraining_data_key("v1"))).hexdigest()
+        metadata["output"]["sha256"] == hashlib.sha256(store.read_bytes(layout.retraining_data_key("v1"))).hexdigest()
     )
 
     # every raw file left raw: parseable ones archived, unparseable ones quarantined with a reason
@@ -149,16 +151,17 @@ def test_every_shape_and_bad_input_is_accounted_for(store: ObjectStore) -> None:
     quarantined = [i.key for i in store.list(layout.quarantine_prefix("v1") + "files/")]
     assert len(archived) + len(BAD_FILES) == len(keys)
     assert sum(k.endswith(".reason.json") for k in quarantined) == len(BAD_FILES)
+    reasons = " ".join(store.read_text(k) for k in quarantined if k.endswith(".reason.json"))
+    assert "question" not in reasons and "what,that" not in reasons  # a reason never quotes the content
     records = store.read_jsonl(layout.quarantine_prefix("v1") + "records.jsonl")
-    assert len(records) == metadata["quarantined"]
+    assert len(records) == metadata["quarantined"] - metadata["rejections"]["unreadable_file"]
     assert store.read_text(layout.VERSION_TRACKER).strip() == "1"
 
 
 def test_output_loads_with_datasets(store: ObjectStore, tmp_path) -> None:
     write_raw(store, "a.jsonl", GOOD_JSONL)
     with dg.instance_for_test() as instance:
-        evaluate_sensor(instance)
-        assert materialize(instance, "v1").success
+        assert tick(instance) == {"v1": True}
     local = tmp_path / "retraining_data.json"
     local.write_bytes(store.read_bytes(layout.retraining_data_key("v1")))
     loaded = datasets.load_dataset("json", data_files=str(local), split="train")
@@ -170,58 +173,70 @@ def test_nothing_pending_spends_no_version_and_second_batch_is_v2(store: ObjectS
         empty = evaluate_sensor(instance)
         assert empty.run_requests == [] and empty.skip_reason
         write_raw(store, "a.jsonl", GOOD_JSONL)
-        evaluate_sensor(instance)
-        assert materialize(instance, "v1").success
-        assert evaluate_sensor(instance).run_requests == []  # v1's files are archived, nothing new
+        assert tick(instance) == {"v1": True}
+        assert tick(instance) == {}  # v1's files are consumed, nothing new
         write_raw(store, "b.jsonl", SINGLE_OBJECT)
-        second = evaluate_sensor(instance)
-        assert [r.partition_key for r in second.run_requests] == ["v2"]
-        assert materialize(instance, "v2").success
+        assert tick(instance) == {"v2": True}
     assert read_tracker(store) == 2
-    assert [i.key.rsplit("/", 1)[-1].split("-", 2)[-1] for i in store.list(layout.archive_prefix("v2"))] == ["b.jsonl"]
+    assert [i.key.rsplit("-", 1)[-1] for i in store.list(layout.archive_prefix("v2"))] == ["b.jsonl"]
 
 
-def test_tick_during_a_running_version_claims_nothing_twice(store: ObjectStore) -> None:
+def test_evaluating_the_sensor_writes_nothing(store: ObjectStore) -> None:
+    """A tick, a UI preview or a test evaluation decides; only the run acts."""
+    write_raw(store, "a.jsonl", GOOD_JSONL)
+    before = everything(store)
+    with dg.instance_for_test() as instance:
+        first = evaluate_sensor(instance)
+        again = evaluate_sensor(instance, cursor=first.cursor)  # the decision waits for its run
+        preview = evaluate_sensor(instance)  # a preview without the cursor decides the same version
+    assert everything(store) == before
+    assert [r.partition_key for r in first.run_requests] == ["v1"]
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
+    assert [r.partition_key for r in preview.run_requests] == ["v1"]
+
+
+def test_one_version_at_a_time_and_no_file_in_two_versions(store: ObjectStore) -> None:
     write_raw(store, "a.jsonl", GOOD_JSONL)
     with dg.instance_for_test() as instance:
         first = evaluate_sensor(instance)
-        second = evaluate_sensor(instance)  # v1 not run yet: its files are claimed
-        assert [r.partition_key for r in first.run_requests] == ["v1"]
-        assert [r.run_key for r in second.run_requests] == ["v1"]  # re-requested, deduplicated by run key
         write_raw(store, "b.jsonl", SINGLE_OBJECT)
-        third = evaluate_sensor(instance)
-        claims = open_claims(store)
-    assert sorted(claims) == ["v1", "v2"]
-    assert not set(claims["v1"].keys) & set(claims["v2"].keys)
-    assert [r.partition_key for r in third.run_requests] == ["v1", "v2"]
+        second = evaluate_sensor(instance, cursor=first.cursor)  # v1 not run yet: nothing new decided
+        assert [r.run_key for r in second.run_requests] == [r.run_key for r in first.run_requests]
+        assert tick(instance) == {"v1": True}  # `medqa tick` keeps its own cursor: it decides afresh
+        write_raw(store, "c.jsonl", MIXED_JSONL)
+        assert tick(instance) == {"v2": True}
+    files = [
+        {f["key"] for f in store.read_json(layout.retraining_metadata_key(v))["source_files"]} for v in ("v1", "v2")
+    ]
+    assert len(files[0]) == 2 and len(files[1]) == 1 and not files[0] & files[1]
 
 
-def test_concurrent_ticks_never_claim_a_file_twice(store: ObjectStore) -> None:
-    for index in range(20):
-        write_raw(store, f"f{index}.jsonl", GOOD_JSONL)
-    results = []
-
-    def tick() -> None:
-        results.append(claim_pending(store, settle_seconds=0))
-
-    threads = [threading.Thread(target=tick) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    claims = open_claims(store)
-    claimed = [key for claim in claims.values() for key in claim.keys]
-    assert len(claimed) == len(set(claimed)) == 20
-    assert len([r for r in results if r is not None]) == len(claims)
-
-
-def test_unsettled_files_wait(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_partition_added_by_hand_is_refused_and_skips_no_number(store: ObjectStore) -> None:
     write_raw(store, "a.jsonl", GOOD_JSONL)
-    assert claim_pending(store, settle_seconds=3600) is None
-    assert claim_pending(store, settle_seconds=0) is not None
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(versions_partitions.name, ["v9"])
+        result = dg.materialize(
+            [raw_logs, retraining_data],
+            partition_key="v9",
+            instance=instance,
+            resources=build_resources(),
+            raise_on_error=False,
+        )
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert "versions come from the sensor" in failure.event_specific_data.error.message
+        assert tick(instance) == {"v1": True}
+    assert read_tracker(store) == 1
 
 
-CRASH_POINTS = ["manifest", "output", "metadata", "move_first", "move_last", "close_claim", "advance_tracker"]
+def test_unsettled_files_wait(store: ObjectStore) -> None:
+    write_raw(store, "a.jsonl", GOOD_JSONL)
+    assert plan_tick(store, settle_seconds=3600).decision is None
+    assert plan_tick(store, settle_seconds=3600).skip_reason.startswith("1 file(s)")
+    assert plan_tick(store, settle_seconds=0).decision is not None
+
+
+CRASH_POINTS = ["manifest", "output", "metadata", "quarantine_move", "update_ledger", "close_claim", "advance_tracker"]
 
 
 @pytest.mark.parametrize("crash_at", CRASH_POINTS)
@@ -237,79 +252,65 @@ def test_crash_at_each_step_then_rerun_finishes_exactly_once(
     original_move = ObjectStore.move
     original_write_json = ObjectStore.write_json
     original_open_write = ObjectStore.open_write
-    moves = {"count": 0}
 
     def crashing_write_json(self: ObjectStore, key: str, value: object, **kwargs: object) -> None:
         if key.endswith(f"/{crash_at}.json"):
             raise Crash(crash_at)
         original_write_json(self, key, value, **kwargs)
 
-    def crashing_open_write(self: ObjectStore, key: str):  # fails half-way through the stream
+    @contextlib.contextmanager
+    def crashing_open_write(self: ObjectStore, key: str):  # the output fails half-way through the stream
         with original_open_write(self, key) as handle:
-            handle.write(b'{"question": "half')
-            raise Crash(crash_at)
-        yield handle
+            if key == layout.retraining_data_key("v1"):
+                handle.write(b'{"question": "half')
+                raise Crash(crash_at)
+            yield handle
 
     def crashing_move(self: ObjectStore, source: str, destination: str) -> None:
-        moves["count"] += 1
-        if (crash_at == "move_first" and moves["count"] == 1) or (crash_at == "move_last" and moves["count"] == 3):
-            raise Crash(crash_at)
         original_move(self, source, destination)
+        raise Crash(crash_at)  # after the move: the re-run finds the file moved
 
     with dg.instance_for_test() as instance:
-        evaluate_sensor(instance)
         with monkeypatch.context() as patch:
             if crash_at in ("manifest", "metadata"):
                 patch.setattr(ObjectStore, "write_json", crashing_write_json)
             elif crash_at == "output":
-                patch.setattr(ObjectStore, "open_write", __import__("contextlib").contextmanager(crashing_open_write))
-            elif crash_at.startswith("move"):
+                patch.setattr(ObjectStore, "open_write", crashing_open_write)
+            elif crash_at == "quarantine_move":
                 patch.setattr(ObjectStore, "move", crashing_move)
             else:
                 patch.setattr(build_module, crash_at, lambda *a, **k: (_ for _ in ()).throw(Crash(crash_at)))
-            crashed = dg.materialize(
-                [raw_logs, retraining_data],
-                partition_key="v1",
-                instance=instance,
-                resources=build_resources(),
-                raise_on_error=False,
-            )
-            assert not crashed.success
+            assert tick(instance) == {"v1": False}
         # the tracker never shows an incomplete version (with close_claim only the claim's cleanup is left)
         assert read_tracker(store) == (1 if crash_at == "close_claim" else 0)
         if crash_at in ("manifest", "output", "metadata"):
             assert not store.exists(layout.retraining_metadata_key("v1"))
         if crash_at == "output":
             assert not store.exists(layout.retraining_data_key("v1"))  # no half-written output
-        assert evaluate_sensor(instance).run_requests[0].partition_key == "v1"  # no new version for its files
-        assert materialize(instance, "v1").success
+        first_created = store.read_json(layout.manifest_key("v1"))["created"] if crash_at != "manifest" else None
+        assert tick(instance) == {"v1": True}  # the same version, not a new one for its files
+        assert tick(instance) == {}
 
-    state = snapshot(store, "v1")
     metadata = store.read_json(layout.retraining_metadata_key("v1"))
-    assert state["tracker"] == 1
-    assert state["raw"] == []
-    assert len(state["archive"]) == 2
+    assert read_tracker(store) == 1
+    assert store.list(layout.RAW_LOGS_PREFIX) == []
+    assert len(store.list(layout.archive_prefix("v1"))) == 2
     assert metadata["records_out"] == 3 and metadata["duplicates_removed"] == 1
+    assert first_created in (None, metadata["created"])
     assert len(store.read_jsonl(layout.retraining_data_key("v1"))) == 3
-    assert open_claims(store) == {}
+    assert read_control_state(store).claims == {}
 
 
-def test_changed_file_after_claim_is_refused(store: ObjectStore) -> None:
-    key = write_raw(store, "a.jsonl", GOOD_JSONL)
+def test_rerunning_a_published_version_keeps_its_bytes_and_created_time(store: ObjectStore) -> None:
+    write_raw(store, "a.jsonl", GOOD_JSONL)
     with dg.instance_for_test() as instance:
-        evaluate_sensor(instance)
-        assert dg.materialize([raw_logs], partition_key="v1", instance=instance, resources=build_resources()).success
-        store.write_bytes(key, GOOD_JSONL + SINGLE_OBJECT + b"\n")
-        result = dg.materialize(
-            [retraining_data],
-            partition_key="v1",
-            instance=instance,
-            resources=build_resources(),
-            raise_on_error=False,
+        assert tick(instance) == {"v1": True}
+        before = everything(store)
+        again = dg.materialize(
+            [raw_logs, retraining_data], partition_key="v1", instance=instance, resources=build_resources()
         )
-    assert not result.success
-    assert read_tracker(store) == 0
-    assert store.exists(key)  # nothing moved
+        assert again.success
+    assert everything(store) == before
 
 
 def test_partitions_definition_is_shared() -> None:
@@ -322,8 +323,7 @@ def test_raw_keys_with_spaces_and_dots_written_by_other_apps(store: ObjectStore)
     for key in odd_keys:
         store.write_bytes(key, GOOD_JSONL)
     with dg.instance_for_test() as instance:
-        evaluate_sensor(instance)
-        assert materialize(instance, "v1").success
+        assert tick(instance) == {"v1": True}
     metadata = store.read_json(layout.retraining_metadata_key("v1"))
     assert sorted(f["key"] for f in metadata["source_files"]) == sorted(odd_keys)
     assert metadata["records_in"] == 4 and metadata["duplicates_removed"] == 2

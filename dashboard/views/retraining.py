@@ -344,7 +344,8 @@ def _quarantine(store: ObjectStore, version: str) -> None:
                     text = str(reason) if reason is not None else "no reason recorded"
                 rows.append({"file": key.rsplit("/", 1)[-1], "reason": text, "key": key})
             st.markdown("**Whole files that could not be parsed**")
-            st.table(pd.DataFrame(rows).set_index("file"))
+            # names and reasons come from logs: a data frame shows them as plain text, never as Markdown
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
 def _manifest(version: str, meta: dict[str, Any]) -> None:
@@ -363,4 +364,10 @@ def _manifest(version: str, meta: dict[str, Any]) -> None:
             )
         dropped = meta.get("fields_dropped")
         if dropped:
-            st.caption("Fields dropped (metadata, not training data): " + ", ".join(map(str, dropped)))
+            # field names come from logs: plain text, so a name can never be a link or an image
+            st.text("Fields dropped (metadata, not training data): " + ", ".join(map(str, dropped)))
+        missing_files = meta.get("missing_files")
+        if missing_files:
+            st.text(
+                f"Claimed but gone before the snapshot ({len(missing_files)}): " + ", ".join(map(str, missing_files))
+            )

@@ -1,27 +1,38 @@
 """Building one retraining version from its manifest: the I/O around the pure transforms.
 
 Steps, each safe to repeat after a crash at any point:
-1. transform every manifest file (chunks in parallel worker processes), verifying sha256;
+1. transform every snapshot the manifest lists (chunks in parallel worker processes, large
+   JSON Lines files in pieces so memory stays bounded), verifying sha256;
 2. write ``retraining_data.json`` (streamed, atomic), the quarantined records and ``metadata.json``;
-3. move the raw files to the archive (unparseable ones to quarantine, with a reason file);
-4. advance ``version_tracker.txt``; 5. close the claim.
-A re-run finds each file wherever step 3 left it and produces byte-identical output.
+3. move unusable snapshots from the archive to quarantine, with a reason file;
+4. record in the ledger what each raw file gave; advance ``version_tracker.txt`` (compare-and-set,
+   only forward, only for a version with rows); close the claim;
+5. retire raw files that were consumed completely and left alone long enough.
+A re-run finds each snapshot wherever step 3 left it and produces byte-identical output.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from multiprocessing import get_context
 from typing import Any
 
 import orjson
 
+from medqa_assets.retraining.control import (
+    Consumed,
+    advance_tracker,
+    close_claim,
+    completed_claim_key,
+    read_ledger,
+    update_ledger,
+)
 from medqa_assets.retraining.quality import answer_quality
 from medqa_assets.retraining.transforms import (
     BatchAccumulator,
@@ -30,17 +41,11 @@ from medqa_assets.retraining.transforms import (
     dropped_fields,
     transform_files,
 )
-from medqa_assets.retraining.versioning import (
-    advance_tracker,
-    archived_key,
-    close_claim,
-    locate,
-    quarantined_file_key,
-)
 from medqa_assets.settings import Settings
 from medqa_assets.storage.layout import (
     production_set_key,
     quarantine_prefix,
+    quarantined_file_key,
     retraining_data_key,
     retraining_metadata_key,
     version_number,
@@ -50,7 +55,6 @@ from medqa_assets.storage.object_store import ObjectStore
 CHUNK_BYTES = 16 * 1024 * 1024
 INLINE_BYTES = 8 * 1024 * 1024  # below this a pool costs more than it saves
 WORKERS_VAR = "MEDQA_RETRAINING_WORKERS"
-MOVE_THREADS = 16
 
 
 class ManifestMismatch(RuntimeError):
@@ -74,34 +78,94 @@ class StoreSpec:
         )
 
 
-def _read_verified(store: ObjectStore, version: str, entry: dict[str, Any]) -> tuple[str, bytes]:
-    try:  # the usual case first: one GET, no existence probes
-        data = store.read_bytes(entry["key"])
-    except FileNotFoundError:
-        location = locate(store, version, entry["key"])  # after a partial finish it may have moved
-        if location is None:
-            raise ManifestMismatch(f"{entry['key']} of {version} is in neither raw, archive nor quarantine") from None
-        data = store.read_bytes(location)
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise ManifestMismatch(f"{entry['key']} of {version} changed after it was claimed (sha256 differs)")
-    return entry["key"], data
+PIECE_BYTES = 32 * 1024 * 1024  # a JSON Lines snapshot larger than this is transformed in pieces
+UNREADABLE_FILE = "unreadable_file"
 
 
-def process_chunk(spec: StoreSpec, version: str, entries: list[dict[str, Any]]) -> ChunkResult:
-    """Worker entry point: read, verify and transform one chunk of manifest files."""
-    store = spec.open()
-    return transform_files([_read_verified(store, version, entry) for entry in entries])
+@dataclass(frozen=True)
+class WorkItem:
+    """One manifest snapshot, or a line-aligned piece ``[start, end)`` of a large JSON Lines one."""
+
+    key: str  # the raw key the records came from
+    snapshot: str  # the archive key of the snapshot
+    sha256: str
+    size: int
+    start: int = 0
+    end: int | None = None  # None: the whole snapshot, verified by sha256
+
+    @property
+    def nbytes(self) -> int:
+        return (self.end if self.end is not None else self.size) - self.start
 
 
-def chunked(entries: list[dict[str, Any]], chunk_bytes: int = CHUNK_BYTES) -> list[list[dict[str, Any]]]:
-    chunks: list[list[dict[str, Any]]] = [[]]
-    size = 0
+def snapshot_location(store: ObjectStore, version: str, entry: dict[str, Any]) -> str:
+    """Where a snapshot is now: in the archive, or already moved to quarantine by an earlier attempt."""
+    if store.exists(entry["archive_key"]):
+        return entry["archive_key"]
+    moved = quarantined_file_key(version, entry["key"])
+    if store.exists(moved):
+        return moved
+    raise ManifestMismatch(f"the snapshot of {entry['key']} for {version} is in neither archive nor quarantine")
+
+
+def work_items(store: ObjectStore, version: str, entries: list[dict[str, Any]]) -> list[WorkItem]:
+    items = []
     for entry in entries:
-        if chunks[-1] and size + entry["size"] > chunk_bytes:
+        if entry.get("status") != "snapshot":
+            continue
+        item = WorkItem(entry["key"], snapshot_location(store, version, entry), entry["sha256"], entry["size"])
+        if item.size <= PIECE_BYTES or store.read_range(item.snapshot, 0, 64).lstrip()[:1] == b"[":
+            items.append(item)
+            continue
+        items += [
+            WorkItem(item.key, item.snapshot, item.sha256, item.size, start, min(start + PIECE_BYTES, item.size))
+            for start in range(0, item.size, PIECE_BYTES)
+        ]
+    return items
+
+
+def _read_piece(store: ObjectStore, item: WorkItem) -> bytes:
+    """The lines that start inside ``[start, end)`` of a JSON Lines snapshot."""
+    end = item.end if item.end is not None else item.size
+    data = store.read_range(item.snapshot, max(0, item.start - 1), end)
+    if item.start > 0:
+        newline = data.find(b"\n")  # the byte before start is included: a line starting at start is kept
+        data = data[newline + 1 :] if newline >= 0 else b""
+    position = end
+    while data and not data.endswith(b"\n") and position < item.size:  # finish the last line
+        block = store.read_range(item.snapshot, position, min(position + 1024 * 1024, item.size))
+        newline = block.find(b"\n")
+        data += block[: newline + 1] if newline >= 0 else block
+        position += len(block)
+        if newline >= 0:
+            break
+    return data
+
+
+def _read_verified(store: ObjectStore, item: WorkItem) -> bytes:
+    if item.end is not None:
+        return _read_piece(store, item)
+    data = store.read_bytes(item.snapshot)
+    if hashlib.sha256(data).hexdigest() != item.sha256:
+        raise ManifestMismatch(f"the snapshot of {item.key} ({item.snapshot}) changed after it was taken")
+    return data
+
+
+def process_chunk(spec: StoreSpec, items: list[WorkItem]) -> ChunkResult:
+    """Worker entry point: read, verify and transform one chunk of snapshots or pieces."""
+    store = spec.open()
+    return transform_files([(item.key, _read_verified(store, item), item.end is not None) for item in items])
+
+
+def chunked(items: list[WorkItem], chunk_bytes: int = CHUNK_BYTES) -> list[list[WorkItem]]:
+    chunks: list[list[WorkItem]] = [[]]
+    size = 0
+    for item in items:
+        if chunks[-1] and size + item.nbytes > chunk_bytes:
             chunks.append([])
             size = 0
-        chunks[-1].append(entry)
-        size += entry["size"]
+        chunks[-1].append(item)
+        size += item.nbytes
     return [chunk for chunk in chunks if chunk]
 
 
@@ -110,17 +174,17 @@ def worker_count() -> int:
     return max(1, int(raw)) if raw.isdigit() else max(1, os.cpu_count() or 1)
 
 
-def _chunk_results(store: ObjectStore, version: str, entries: list[dict[str, Any]]) -> Iterator[ChunkResult]:
+def _chunk_results(store: ObjectStore, items: list[WorkItem]) -> Iterator[ChunkResult]:
     """Chunk results in manifest order, from a process pool when the batch is large."""
     spec = StoreSpec(store.url if not store.is_s3 else f"s3://{store.root}", store.endpoint_url)
-    chunks = chunked(entries)
+    chunks = chunked(items)
     workers = min(worker_count(), len(chunks))
-    if workers <= 1 or sum(e["size"] for e in entries) < INLINE_BYTES:
+    if workers <= 1 or sum(item.nbytes for item in items) < INLINE_BYTES:
         for chunk in chunks:
-            yield process_chunk(spec, version, chunk)
+            yield process_chunk(spec, chunk)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        futures = [pool.submit(process_chunk, spec, version, chunk) for chunk in chunks]
+        futures = [pool.submit(process_chunk, spec, chunk) for chunk in chunks]
         for future in futures:
             yield future.result()
 
@@ -136,24 +200,43 @@ def _reference_answers(store: ObjectStore, set_names: set[str]) -> dict[tuple[st
     return references
 
 
+def _merge_outcomes(outcomes: list[FileOutcome]) -> dict[str, FileOutcome]:
+    """One outcome per raw file (a large file was transformed in pieces)."""
+    merged: dict[str, FileOutcome] = {}
+    for outcome in outcomes:
+        known = merged.setdefault(outcome.key, FileOutcome(key=outcome.key))
+        known.records += outcome.records
+        known.unparseable_reason = known.unparseable_reason or outcome.unparseable_reason
+        known.detail = known.detail or outcome.detail
+    return merged
+
+
+def is_published(store: ObjectStore, version: str) -> bool:
+    return store.exists(completed_claim_key(version)) and store.exists(retraining_metadata_key(version))
+
+
 def build_version(
     store: ObjectStore, version: str, manifest: dict[str, Any], log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Build, finish and publish ``version``; returns its metadata. Idempotent."""
+    if is_published(store, version):
+        log(f"{version} is already published; nothing to do")
+        return store.read_json(retraining_metadata_key(version))
     entries = manifest["files"]
+    items = work_items(store, version, entries)
     accumulator = BatchAccumulator()
     rejections: Counter = Counter()
     pii: Counter = Counter()
     fields_seen: set[str] = set()
     quarantined_records: list[bytes] = []
-    outcomes = []
+    outcomes: list[FileOutcome] = []
     evaluation_rows: list[tuple[str, str, str]] = []
     ts_min = ts_max = None
     output_key = retraining_data_key(version)
     digest = hashlib.sha256()
     size = 0
     with store.open_write(output_key) as output:
-        for done, chunk in enumerate(_chunk_results(store, version, entries), start=1):
+        for done, chunk in enumerate(_chunk_results(store, items), start=1):
             lines, positions = accumulator.unique_lines(chunk)
             data = b"".join(lines)
             output.write(data)
@@ -174,30 +257,20 @@ def build_version(
         store.write_bytes(quarantine_prefix(version) + "records.jsonl", b"".join(quarantined_records))
     references = _reference_answers(store, {s for s, _, _ in evaluation_rows})
     pairs = [(answer, references[(s, r)]) for s, r, answer in evaluation_rows if (s, r) in references]
-    sha_by_key = {e["key"]: e for e in entries}
-    records_in = sum(o.records for o in outcomes)
+    by_key = _merge_outcomes(outcomes)
+    records_in = sum(o.records for o in by_key.values())
     metadata = {
         "version": version,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": manifest.get("created"),
         "records_in": records_in,
         "records_out": accumulator.records_out,
         "quarantined": sum(rejections.values()),
         "duplicates_removed": accumulator.duplicates,
         "rejections": dict(sorted(rejections.items())),
         "pii_redactions": dict(sorted(pii.items())),
-        "source_files": [
-            {
-                "key": o.key,
-                "name": os.path.basename(o.key),
-                "size": sha_by_key[o.key]["size"],
-                "sha256": sha_by_key[o.key]["sha256"],
-                "records": o.records,
-                "status": "quarantined" if o.unparseable_reason else "archived",
-                "reason": o.unparseable_reason,
-            }
-            for o in outcomes
-        ],
-        "files_quarantined": sum(1 for o in outcomes if o.unparseable_reason),
+        "source_files": [_source_file(entry, by_key.get(entry["key"])) for entry in entries],
+        "files_quarantined": sum(1 for o in by_key.values() if o.unparseable_reason),
+        "missing_files": [e["key"] for e in entries if e["status"] == "missing"],
         "output": {"key": output_key, "sha256": digest.hexdigest(), "rows": accumulator.records_out, "bytes": size},
         "fields_dropped": dropped_fields(fields_seen),
         "answer_quality": answer_quality(pairs),
@@ -205,20 +278,85 @@ def build_version(
         "accounting": "records_in = records_out + quarantined + duplicates_removed",
     }
     assert records_in == metadata["records_out"] + metadata["quarantined"] + metadata["duplicates_removed"]
-    store.write_json(retraining_metadata_key(version), metadata)
-
-    def retire(outcome: FileOutcome) -> None:
-        if outcome.unparseable_reason:
-            target = quarantined_file_key(version, outcome.key)
+    for entry in entries:  # unusable snapshots go to quarantine, with the reason (never their content)
+        outcome = by_key.get(entry["key"])
+        if entry["status"] == "snapshot" and outcome is not None and outcome.unparseable_reason:
+            target = quarantined_file_key(version, entry["key"])
             store.write_json(target + ".reason.json", {"reason": outcome.unparseable_reason, "detail": outcome.detail})
-        else:
-            target = archived_key(version, outcome.key)
-        store.move(outcome.key, target)
-
-    # Every file must be retired before the tracker moves; on S3 a move is two requests, so overlap them.
-    with ThreadPoolExecutor(max_workers=MOVE_THREADS if store.is_s3 else 1) as pool:
-        list(pool.map(retire, outcomes))
-    tracker = advance_tracker(store, version_number(version))
-    close_claim(store, version)  # last: an open claim marks a version whose finish must be repeated
-    log(f"{version}: {records_in} in, {accumulator.records_out} out; tracker at {tracker}")
+            store.move(entry["archive_key"], target)
+    store.write_json(retraining_metadata_key(version), metadata)
+    publish(store, version, entries, metadata["records_out"], log)
     return metadata
+
+
+def _source_file(entry: dict[str, Any], outcome: FileOutcome | None) -> dict[str, Any]:
+    status = entry["status"]
+    if status == "snapshot":
+        status = "quarantined" if outcome and outcome.unparseable_reason else "archived"
+    return {
+        "key": entry["key"],
+        "name": os.path.basename(entry["key"]),
+        "bytes": [entry.get("start", 0), entry.get("end", 0)],
+        "size": entry.get("size", 0),
+        "sha256": entry.get("sha256"),
+        "records": outcome.records if outcome else 0,
+        "status": status,
+        "reason": (outcome.unparseable_reason if outcome else None) or entry.get("reason"),
+    }
+
+
+def publish(
+    store: ObjectStore, version: str, entries: list[dict[str, Any]], rows: int, log: Callable[[str], None]
+) -> None:
+    """Record consumption, move the tracker, close the claim, retire what is fully consumed."""
+    consumed = {
+        entry["key"]: Consumed(
+            end=entry["end"],
+            token=entry.get("token"),
+            head_sha256=entry.get("head_sha256") or "",
+            tail_sha256=entry.get("tail_sha256") or "",
+            version=version,
+            consumed_at=float(entry.get("mtime") or 0.0),
+        )
+        for entry in entries
+        if entry["status"] in ("snapshot", "nothing_new") and entry.get("head_sha256")
+    }
+    update_ledger(store, upserts=consumed)
+    if rows:
+        tracker = advance_tracker(store, version_number(version))
+    else:
+        tracker = None
+        log(f"{version} has no rows: published for the record, but the tracker does not move to it")
+    close_claim(store, version)  # after the ledger: a closed claim's files must be known as consumed
+    retired = retire(store, Settings.from_env().retire_after_seconds)
+    log(
+        f"{version}: published; tracker at {tracker if tracker is not None else 'unchanged'}; "
+        f"{retired} raw file(s) retired"
+    )
+
+
+def retire(store: ObjectStore, retire_after_seconds: float, now: float | None = None) -> int:
+    """Delete raw files that versions consumed completely and that nobody wrote for a while.
+
+    A file is deleted only if it is still exactly what was consumed (conditional delete), so a
+    writer that appended meanwhile keeps its file and its new bytes for the next version.
+    """
+    now = time.time() if now is None else now
+    removals = set()
+    retired = 0
+    for key, entry in read_ledger(store).items():
+        try:
+            info = store.info(key)
+        except FileNotFoundError:
+            removals.add(key)
+            continue
+        if info.etag != entry.token or info.size != entry.end:
+            continue  # changed since: the next version takes the rest
+        if info.mtime is not None and now - info.mtime < retire_after_seconds:
+            continue
+        if entry.token and store.delete_if(key, entry.token):
+            removals.add(key)
+            retired += 1
+    if removals:
+        update_ledger(store, removals=removals)
+    return retired

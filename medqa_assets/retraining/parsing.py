@@ -59,8 +59,10 @@ def _from_items(items: list[Any], parsed: ParsedLog, offset: int = 0) -> None:
             parsed.rejected.append((index, "not_an_object", _truncate(orjson.dumps(item))))
 
 
-def parse_log_bytes(data: bytes) -> ParsedLog:
-    """Parse one raw log file's bytes."""
+def parse_log_bytes(data: bytes, json_lines: bool = False) -> ParsedLog:
+    """Parse one raw log file's bytes (``json_lines``: a piece of a large JSON Lines file)."""
+    if json_lines:
+        return _parse_lines(data.splitlines(), ParsedLog(shape="json_lines"))
     if not data.strip():
         raise UnparseableFile("empty_file", "the file holds no data")
     try:
@@ -93,22 +95,26 @@ def parse_log_bytes(data: bytes) -> ParsedLog:
             raise UnparseableFile("json_scalar", "the file holds a JSON scalar, not log records")
         _from_items(items, parsed)
         return parsed
-    valid_lines = 0
+    _parse_lines(lines, parsed)
+    if not parsed.records and all(reason == "invalid_json" for _, reason, _ in parsed.rejected):
+        reason = "truncated_json" if stripped[:1] in (b"[", b"{") else "not_json"
+        # the detail never quotes the content: it is shown to people who must not see personal data
+        raise UnparseableFile(reason, f"none of its {len(parsed.rejected)} line(s) is JSON")
+    return parsed
+
+
+def _parse_lines(lines: list[bytes], parsed: ParsedLog) -> ParsedLog:
+    """JSON Lines one line at a time: a bad line becomes a rejected record, not a lost file."""
     for index, line in enumerate(line for line in lines if line.strip()):
         try:
             item = orjson.loads(line)
         except orjson.JSONDecodeError:
             parsed.rejected.append((index, "invalid_json", _truncate(line)))
             continue
-        valid_lines += 1
         if isinstance(item, dict):
             parsed.records.append(item)
         else:
             parsed.rejected.append((index, "not_an_object", _truncate(line)))
-    if valid_lines == 0:
-        first = _truncate(lines[0] if lines else b"", 120)
-        reason = "truncated_json" if stripped[:1] in (b"[", b"{") else "not_json"
-        raise UnparseableFile(reason, f"no line is JSON (first line: {first!r})")
     return parsed
 
 

@@ -186,18 +186,32 @@ def transform_records(records: list[dict[str, Any]], sources: list[str], result:
             result.evaluation_rows.append((offset + index, str(set_name), str(row_id), columns["answer"][index]))
 
 
-def transform_files(files: list[tuple[str, bytes]]) -> ChunkResult:
-    """Transform a chunk of raw log files (key, content), in the given order."""
+REJECT_UNREADABLE_FILE = "unreadable_file"
+
+
+def unreadable_record_count(data: bytes) -> int:
+    """How many records an unreadable file held, as far as can be told: its non-blank lines."""
+    return sum(1 for line in data.splitlines() if line.strip())
+
+
+def transform_files(files: list[tuple[str, bytes, bool]]) -> ChunkResult:
+    """Transform a chunk of raw log files (key, content, is a piece of JSON Lines), in order.
+
+    The records of a file that cannot be read at all count as rejected (``unreadable_file``), so
+    ``records_in = records_out + quarantined + duplicates_removed`` holds with them.
+    """
     result = ChunkResult()
     records: list[dict[str, Any]] = []
     sources: list[str] = []
-    for key, data in files:
+    for key, data, is_piece in files:
         outcome = FileOutcome(key=key)
         result.files.append(outcome)
         try:
-            parsed = parse_log_bytes(data)
+            parsed = parse_log_bytes(data, json_lines=is_piece)
         except UnparseableFile as error:
             outcome.unparseable_reason, outcome.detail = error.reason, error.detail
+            outcome.records = unreadable_record_count(data)
+            result.rejections[REJECT_UNREADABLE_FILE] += outcome.records
             continue
         outcome.records = parsed.count
         for index, reason, raw in parsed.rejected:

@@ -24,11 +24,16 @@ SPLIT_METADATA = "data/dataset-split/metadata.json"
 
 PRODUCTION_SETS_PREFIX = "data/production/sets/"
 RAW_LOGS_PREFIX = "data/production/retraining_data_raw/"
-CLAIMS_PREFIX = RAW_LOGS_PREFIX + "_claims/"
 TRANSFORMED_PREFIX = "data/production/retraining_data_transformed/"
 VERSION_TRACKER = TRANSFORMED_PREFIX + "version_tracker.txt"
 ARCHIVE_PREFIX = "data/production/production_data_archive/"
 QUARANTINE_PREFIX = "data/production/retraining_data_quarantine/"
+# The platform's own coordination state. Serving apps write under raw/ only, so nothing they
+# write can pose as a claim or a ledger entry.
+CONTROL_PREFIX = "data/production/retraining_control/"
+CLAIMS_PREFIX = CONTROL_PREFIX + "claims/"
+LEDGER_KEY = CONTROL_PREFIX + "ledger.json"
+MAX_NAME_BYTES = 255  # one path segment, on every file system the store runs on
 
 _VERSION_RE = re.compile(r"^v([1-9][0-9]*)$")
 
@@ -71,8 +76,48 @@ def manifest_key(version: str) -> str:
 
 
 def claim_key(version: str) -> str:
-    """An open claim: present from the sensor's tick until the version is complete."""
+    """A version's claim: taken by its run's first step, it reserves N and lists its files."""
     return f"{CLAIMS_PREFIX}{version}.json"
+
+
+def raw_relative_path(raw_key: str) -> str:
+    """The part of a raw key below ``retraining_data_raw/`` (kept in archive and quarantine)."""
+    if not is_normalized_raw_key(raw_key):
+        raise ValueError(f"{raw_key!r} is not a normalized key under {RAW_LOGS_PREFIX}")
+    return raw_key[len(RAW_LOGS_PREFIX) :]
+
+
+def archived_key(version: str, raw_key: str) -> str:
+    """Where version N keeps what it consumed of a raw file: its path below raw/, so names never collide."""
+    return archive_prefix(version) + raw_relative_path(raw_key)
+
+
+def quarantined_file_key(version: str, raw_key: str) -> str:
+    return quarantine_prefix(version) + "files/" + raw_relative_path(raw_key)
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` is not a normalized store key (``None`` if it is one)."""
+    if not key or key.startswith("/"):
+        return "absolute or empty key"
+    if "\\" in key or "\x00" in key:
+        return "backslash or NUL in the name"
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            return "empty, '.' or '..' path segment"
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            return f"a path segment longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def is_normalized_raw_key(key: str) -> bool:
+    """True for a key a serving app may have written: below raw/, normalized, not a temporary name."""
+    return (
+        key.startswith(RAW_LOGS_PREFIX)
+        and len(key) > len(RAW_LOGS_PREFIX)
+        and key_problem(key) is None
+        and not key.rsplit("/", 1)[-1].startswith(".tmp-")
+    )
 
 
 def archive_prefix(version: str) -> str:
@@ -110,5 +155,11 @@ def safe_object_name(name: str) -> str:
 def new_raw_log_key(original_name: str, when: datetime | None = None) -> str:
     """A key under ``retraining_data_raw/`` that sorts by time and keeps the original name."""
     when = (when or datetime.now(UTC)).astimezone(UTC)
-    stamp = when.strftime("%Y%m%dT%H%M%S.%fZ")
-    return f"{RAW_LOGS_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}-{safe_object_name(original_name)}"
+    prefix = f"{when.strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}-"
+    name = safe_object_name(original_name)
+    room = MAX_NAME_BYTES - len(prefix)
+    if len(name) > room:  # keep the start and the extension of a long name
+        stem, dot, extension = name.rpartition(".")
+        extension = f".{extension}" if dot and len(extension) <= 16 else ""
+        name = name[: room - len(extension)] + extension
+    return f"{RAW_LOGS_PREFIX}{prefix}{name}"

@@ -10,11 +10,14 @@ setting to change.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import io
 import json
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medqa_assets.settings import S3_ENDPOINT_VAR, STORE_URL_VAR, Settings
+from medqa_assets.storage.layout import key_problem
 
 TEMP_PREFIX = ".tmp-"
+COPY_BLOCK_BYTES = 8 * 1024 * 1024
+CAS_ATTEMPTS = 50
 ATTRS_METADATA_KEY = b"medqa_attrs"
 
 
@@ -58,6 +64,18 @@ def s3_error_code(error: BaseException) -> str | None:
 
 class StoreError(RuntimeError):
     """The object store could not be used; the message says which setting to check."""
+
+
+class ConcurrentUpdate(RuntimeError):
+    """A conditional write or delete lost: the object changed since it was read."""
+
+
+@dataclass(frozen=True)
+class IgnoredEntry:
+    """Something under a listed prefix that is not an object the platform will read, and why."""
+
+    key: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -137,8 +155,20 @@ class ObjectStore:
 
     # -- naming -------------------------------------------------------------------------
     def path(self, key: str) -> str:
-        """The backend path of a key (without the ``s3://`` scheme)."""
-        return f"{self.root}/{key.lstrip('/')}"
+        """The backend path of a key (without the ``s3://`` scheme).
+
+        A key must be normalized (no ``..``, empty or absolute segments); locally it must also
+        name the file itself, not a path through a symbolic link, so no key reaches outside the root.
+        """
+        relative = key.strip("/")
+        if relative:
+            problem = key_problem(relative)
+            if problem:
+                raise StoreError(f"refusing the key {key!r}: {problem}")
+        joined = f"{self.root}/{relative}" if relative else self.root
+        if not self.is_s3 and relative and os.path.realpath(joined) != os.path.normpath(joined):
+            raise StoreError(f"refusing the key {key!r}: it goes through a symbolic link")
+        return joined
 
     def uri(self, key: str) -> str:
         """A URL a person or another tool can use for the object."""
@@ -233,7 +263,7 @@ class ObjectStore:
         """A temporary file beside the target, put in place only when the block succeeds."""
         target = Path(self.path(key))
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
+        temp = target.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:16]}")  # short: any target name fits
         try:
             with open(temp, "wb") as handle:
                 yield handle
@@ -291,6 +321,9 @@ class ObjectStore:
 
     def info(self, key: str) -> ObjectInfo:
         with self._translated_errors(f"look up {key}"):
+            if not self.is_s3:
+                stat = os.stat(self.path(key))
+                return ObjectInfo(key=key, size=stat.st_size, mtime=stat.st_mtime, etag=_local_token(stat))
             return self._object_info(self.fs.info(self.path(key)))
 
     def _object_info(self, entry: dict[str, Any]) -> ObjectInfo:
@@ -307,20 +340,62 @@ class ObjectStore:
 
     def list(self, prefix: str) -> list[ObjectInfo]:
         """Every object under ``prefix`` (recursively), sorted by key; temporary files excluded."""
+        return self.scan(prefix)[0]
+
+    def scan(self, prefix: str) -> tuple[list[ObjectInfo], list[IgnoredEntry]]:
+        """Objects under ``prefix``, and everything else found there (symlinks, folders, odd names) with why."""
         with self._translated_errors(f"list {prefix}"):
-            base = self.path(prefix).rstrip("/")
-            if not self.is_s3 and not os.path.isdir(base):
-                return []
+            if not self.is_s3:
+                return self._scan_local(prefix)
             try:
-                entries = self.fs.find(base, detail=True)
+                entries = self.fs.find(self.path(prefix).rstrip("/"), detail=True)
             except FileNotFoundError:
-                return []
-        infos = [
-            self._object_info(entry)
-            for entry in entries.values()
-            if entry.get("type", "file") == "file" and not os.path.basename(entry["name"]).startswith(TEMP_PREFIX)
-        ]
-        return sorted(infos, key=lambda info: info.key)
+                return [], []
+        infos, ignored = [], []
+        for entry in entries.values():
+            key = self._key_of(entry["name"])
+            if entry.get("type", "file") != "file" or key.endswith("/"):
+                ignored.append(IgnoredEntry(key, "folder marker, not a file"))
+            elif os.path.basename(key).startswith(TEMP_PREFIX):
+                ignored.append(IgnoredEntry(key, "temporary name (.tmp-*)"))
+            elif key_problem(key):
+                ignored.append(IgnoredEntry(key, f"unusable name: {key_problem(key)}"))
+            else:
+                infos.append(self._object_info(entry))
+        return sorted(infos, key=lambda info: info.key), sorted(ignored, key=lambda e: e.key)
+
+    def _scan_local(self, prefix: str) -> tuple[list[ObjectInfo], list[IgnoredEntry]]:
+        base = self.path(prefix).rstrip("/")
+        infos: list[ObjectInfo] = []
+        ignored: list[IgnoredEntry] = []
+        if not os.path.isdir(base):
+            return infos, ignored
+        for directory, dirnames, filenames in os.walk(base):  # never follows symbolic links
+            for name in list(dirnames):
+                if os.path.islink(os.path.join(directory, name)):
+                    ignored.append(IgnoredEntry(self._key_of(os.path.join(directory, name)), "symbolic link"))
+                    dirnames.remove(name)
+            if not dirnames and not filenames and directory != base:
+                ignored.append(IgnoredEntry(self._key_of(directory) + "/", "empty folder"))
+            for name in filenames:
+                full = os.path.join(directory, name)
+                key = self._key_of(full)
+                if name.startswith(TEMP_PREFIX):
+                    ignored.append(IgnoredEntry(key, "temporary name (.tmp-*)"))
+                    continue
+                try:
+                    stat = os.lstat(full)
+                except FileNotFoundError:
+                    continue
+                if os.path.islink(full):
+                    ignored.append(IgnoredEntry(key, "symbolic link"))
+                elif not os.path.isfile(full):
+                    ignored.append(IgnoredEntry(key, "not a regular file"))
+                elif key_problem(key):
+                    ignored.append(IgnoredEntry(key, f"unusable name: {key_problem(key)}"))
+                else:
+                    infos.append(ObjectInfo(key=key, size=stat.st_size, mtime=stat.st_mtime, etag=_local_token(stat)))
+        return sorted(infos, key=lambda info: info.key), sorted(ignored, key=lambda e: e.key)
 
     def list_dirs(self, prefix: str) -> list[str]:
         """Names of the immediate sub-folders of ``prefix`` (one listing call, not recursive)."""
@@ -331,6 +406,167 @@ class ObjectStore:
             except FileNotFoundError:
                 return []
         return sorted(os.path.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory")
+
+    # -- conditional updates -------------------------------------------------------------
+    def read_with_token(self, key: str) -> tuple[bytes | None, str | None]:
+        """The object's bytes and a token that changes with every write (``None, None`` if absent).
+
+        The token is taken before the bytes: if the object changes in between, a conditional
+        write with that token fails, so a compare-and-set built on this never acts on stale data.
+        """
+        with self._translated_errors(f"read {key}"):
+            try:
+                token = self.info(key).etag
+                return self.read_bytes(key), token
+            except FileNotFoundError:
+                return None, None
+
+    def write_if(self, key: str, data: bytes, token: str | None) -> None:
+        """Write ``data`` only if the object still has ``token`` (``None``: only if it is absent).
+
+        Raises :class:`ConcurrentUpdate` when another writer got there first. S3: a conditional
+        PUT (If-Match / If-None-Match); locally: under a lock on the object's folder.
+        """
+        with self._translated_errors(f"write {key}"):
+            if self.is_s3:
+                bucket, _, name = self.path(key).partition("/")
+                condition = {"IfMatch": f'"{token}"'} if token else {"IfNoneMatch": "*"}
+                try:
+                    self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=data, **condition)
+                except Exception as error:
+                    if s3_error_code(error) in PRECONDITION_FAILED | {"ConditionalRequestConflict", "409"}:
+                        raise ConcurrentUpdate(key) from error
+                    raise
+                return
+            with self._folder_lock(key):
+                if self._local_token(key) != token:
+                    raise ConcurrentUpdate(key)
+                with self._atomic_local_file(key) as handle:
+                    handle.write(data)
+
+    def update_bytes(self, key: str, change: Callable[[bytes | None], bytes | None]) -> bytes | None:
+        """Compare-and-set: ``change(current or None)`` returns the new bytes, or ``None`` to leave
+        the object as it is. Retried on conflict; returns what is stored afterwards."""
+        for attempt in range(CAS_ATTEMPTS):
+            current, token = self.read_with_token(key)
+            new = change(current)
+            if new is None:
+                return current
+            try:
+                self.write_if(key, new, token)
+                return new
+            except ConcurrentUpdate:
+                time.sleep(0.002 * (attempt + 1))
+        raise StoreError(f"cannot update {key}: it kept changing under {CAS_ATTEMPTS} attempts")
+
+    def update_json(self, key: str, change: Callable[[Any], Any]) -> Any:
+        """:meth:`update_bytes` for a JSON document (``change`` gets ``None`` when it is absent)."""
+
+        def change_bytes(current: bytes | None) -> bytes | None:
+            new = change(json.loads(current) if current is not None else None)
+            return None if new is None else json.dumps(new, indent=2, sort_keys=True).encode()
+
+        stored = self.update_bytes(key, change_bytes)
+        return json.loads(stored) if stored is not None else None
+
+    def delete_if(self, key: str, token: str) -> bool:
+        """Delete the object only if it still has ``token``; ``False`` if it changed or is gone.
+
+        Locally the file is first renamed aside (atomic), then checked: a file that a writer
+        replaced in between is put back, never lost.
+        """
+        with self._translated_errors(f"delete {key}"):
+            if self.is_s3:
+                bucket, _, name = self.path(key).partition("/")
+                try:
+                    self.fs.call_s3("delete_object", Bucket=bucket, Key=name, IfMatch=f'"{token}"')
+                except FileNotFoundError:
+                    return False
+                except Exception as error:
+                    if s3_error_code(error) in PRECONDITION_FAILED | {"NoSuchKey", "404"}:
+                        return False
+                    raise
+                return True
+            path = Path(self.path(key))
+            aside = path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:16]}")
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                return False
+            if _local_token(os.stat(aside)) == token:
+                aside.unlink()
+                return True
+            try:
+                os.link(aside, path)  # put back; if a new file took the name meanwhile, keep both
+            except FileExistsError:
+                os.link(aside, path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}"))
+            aside.unlink()
+            return False
+
+    def _local_token(self, key: str) -> str | None:
+        try:
+            return _local_token(os.stat(self.path(key)))
+        except FileNotFoundError:
+            return None
+
+    @contextlib.contextmanager
+    def _folder_lock(self, key: str) -> Iterator[None]:
+        """An exclusive lock on the folder holding ``key`` (processes on one host or one shared volume)."""
+        folder = os.path.dirname(self.path(key))
+        os.makedirs(folder, exist_ok=True)
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    # -- copies and housekeeping ------------------------------------------------------------
+    def copy_range(self, source: str, destination: str, start: int, end: int) -> tuple[str, int]:
+        """Copy bytes ``start`` to ``end`` of ``source`` to ``destination`` in bounded memory.
+
+        Returns (sha256, size) of what was written. On S3 every ranged read is pinned to the
+        ETag the source had when opened, so a source replaced mid-copy fails the copy instead
+        of mixing two versions.
+        """
+        digest = hashlib.sha256()
+        written = 0
+        with self.open_read(source) as reader, self.open_write(destination) as writer:
+            reader.seek(start)
+            while written < end - start:
+                block = reader.read(min(COPY_BLOCK_BYTES, end - start - written))
+                if not block:
+                    raise ConcurrentUpdate(f"{source} shrank while it was copied")
+                writer.write(block)
+                digest.update(block)
+                written += len(block)
+        return digest.hexdigest(), written
+
+    def sweep_temporary_files(self, prefix: str, older_than_s: float = 3600) -> int:
+        """Remove what killed runs left under ``prefix``: temporary files (local) or unfinished
+        multipart uploads (S3) older than ``older_than_s``. Returns how many were removed."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        with self._translated_errors(f"clean up {prefix}"):
+            if self.is_s3:
+                bucket, _, name = self.path(prefix).partition("/")
+                listing = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=name)
+                for upload in listing.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < cutoff:
+                        self.fs.call_s3(
+                            "abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        removed += 1
+                return removed
+            base = self.path(prefix).rstrip("/")
+            for directory, _, filenames in os.walk(base):
+                for name in filenames:
+                    full = os.path.join(directory, name)
+                    with contextlib.suppress(FileNotFoundError):
+                        if name.startswith(TEMP_PREFIX) and os.lstat(full).st_mtime < cutoff:
+                            os.unlink(full)
+                            removed += 1
+        return removed
 
     # -- structured data ----------------------------------------------------------------
     def read_json(self, key: str) -> Any:
@@ -371,6 +607,11 @@ class ObjectStore:
         if attrs:
             frame.attrs = json.loads(attrs)
         return frame
+
+
+def _local_token(stat: os.stat_result) -> str:
+    """Changes when a local file is written or replaced: modification time, size and inode."""
+    return f"{stat.st_mtime_ns}-{stat.st_size}-{stat.st_ino}"
 
 
 def _string_types(arrow_type: pa.DataType) -> Any:
