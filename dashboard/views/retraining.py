@@ -82,6 +82,7 @@ def render(store: ObjectStore) -> None:
     versions = data.list_versions(store)
     for problem in versions.problems:
         st.warning(problem)
+    _raw_inbox(store)
     if not versions.complete:
         note = ""
         if versions.in_progress:
@@ -115,6 +116,17 @@ def render(store: ObjectStore) -> None:
     _quarantine(store, version)
     if meta is not None:
         _manifest(version, meta)
+
+
+def _raw_inbox(store: ObjectStore) -> None:
+    with section("retraining_data_raw/"):
+        waiting, not_taken = data.raw_inbox(store)
+        st.caption(
+            f"{waiting:,} log file(s) in retraining_data_raw/ (new, or consumed and waiting to be retired)"
+            + (f"; {len(not_taken):,} entries there will not be taken:" if len(not_taken) else ".")
+        )
+        if len(not_taken):  # names come from whoever wrote raw/: shown as plain text
+            st.dataframe(not_taken, hide_index=True, width="stretch", height=min(36 * (len(not_taken) + 1) + 3, 250))
 
 
 def _versions_figure(overview: pd.DataFrame) -> Any:
