@@ -426,3 +426,40 @@ def test_a_large_log_file_is_built_in_bounded_memory(tmp_path: Path) -> None:
     assert large_records > 3.5 * small_records
     # what grows is only the set of record digests for duplicate removal (bench/memory.py: 1 GB -> 1.0 GB peak)
     assert large_peak - small_peak < 0.75 * (256 - 64), (small_peak, large_peak)
+
+
+def test_the_serving_apps_own_appending_logger_loses_nothing_while_ticks_run(
+    local_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The FastAPI app (a stand-in written from contracts.md) appends through a handle it keeps open,
+    under concurrent requests, while versions are decided, snapshotted and published."""
+    import httpx
+
+    from medqa_assets_tests.serving_apps import (
+        AppendJsonLinesSink,
+        LocalDirTarget,
+        create_fastapi_app,
+        fake_model,
+        run_app,
+    )
+
+    monkeypatch.setenv("MEDQA_RETIRE_AFTER_SECONDS", "600")
+    sink = AppendJsonLinesSink(LocalDirTarget.under_store_root(local_store.root), "requests.jsonl")
+    questions = [f"What is condition {i}?" for i in range(300)]
+    with run_app(create_fastapi_app(fake_model(), sink)) as url, dg.instance_for_test() as instance:
+
+        def ask(question: str) -> int:
+            return httpx.post(f"{url}/api/v1/answer", json={"question": question}, timeout=30).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(ask, q) for q in questions]
+            versions = 0
+            while not all(f.done() for f in futures):
+                versions += sum(tick(instance).values())
+            assert [f.result() for f in futures] == [200] * len(questions)
+        sink.close()
+        for _ in range(3):
+            versions += sum(tick(instance).values())
+    assert versions >= 2, "no version was built while the app was writing: the test proved nothing"
+    assert sorted(published_questions(local_store)) == sorted(questions)
+    assert sorted(r["question"] for r in sink.training_records) == sorted(questions)
