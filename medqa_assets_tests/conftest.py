@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from medqa_assets.storage.object_store import ObjectStore
+
 # No machine here reaches the Hugging Face hub, and huggingface_hub reads these once, at import: set
 # them before any test imports it, so a hub lookup fails at once instead of timing out on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -81,6 +83,27 @@ def local_store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalSto
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MEDQA_STORE_URL", str(root))
     return LocalStoreEnv(store_url=str(root), root=root)
+
+
+def _retraining_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files settle and retire at once, one worker process: retraining tests need no waiting."""
+    monkeypatch.setenv("MEDQA_SENSOR_SETTLE_SECONDS", "0")
+    monkeypatch.setenv("MEDQA_RETIRE_AFTER_SECONDS", "0")
+    monkeypatch.setenv("MEDQA_RETRAINING_WORKERS", "1")
+
+
+@pytest.fixture(params=["local", "s3"])
+def retraining_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:
+    """The store of the retraining tests, once on a local directory and once on real S3."""
+    request.getfixturevalue("local_store_env" if request.param == "local" else "s3_store_env")
+    _retraining_env(monkeypatch)
+    return ObjectStore.from_settings()
+
+
+@pytest.fixture
+def local_retraining_store(local_store_env: LocalStoreEnv, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:
+    _retraining_env(monkeypatch)
+    return ObjectStore.from_settings()
 
 
 @pytest.fixture(autouse=True)

@@ -74,13 +74,9 @@ def write_all_shapes(store: ObjectStore) -> list[str]:
     return [write_raw(store, name, data) for name, data in files.items()]
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:
-    request.getfixturevalue("local_store_env" if request.param == "local" else "s3_store_env")
-    monkeypatch.setenv("MEDQA_SENSOR_SETTLE_SECONDS", "0")
-    monkeypatch.setenv("MEDQA_RETIRE_AFTER_SECONDS", "0")
-    monkeypatch.setenv("MEDQA_RETRAINING_WORKERS", "1")
-    return ObjectStore.from_settings()
+@pytest.fixture
+def store(retraining_store: ObjectStore) -> ObjectStore:
+    return retraining_store
 
 
 def tick(instance: dg.DagsterInstance) -> dict[str, bool]:
