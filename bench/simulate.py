@@ -127,7 +127,6 @@ def main() -> int:
     parser.add_argument("--synthetic", action="store_true", help="use a synthetic split even if a real one exists")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes of the endpoint")
     parser.add_argument("--batch-size", type=int, default=200)
-    parser.add_argument("--transport", choices=["lean", "httpx"], default="lean", help="simulator's HTTP transport")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
 
@@ -169,7 +168,7 @@ def main() -> int:
             print(f"endpoint {base_url}: {source}, device {health.get('device')}, {args.workers} worker(s)")
             print(
                 f"replaying {count} questions at {args.rate:g} req/s ({args.arrivals}), "
-                f"concurrency {args.concurrency}, {args.transport} transport"
+                f"concurrency {args.concurrency}, httpx connection pool"
             )
             load_before = " ".join(f"{value:.2f}" for value in os.getloadavg())
             server_cpu_before, client_cpu_before = process_cpu_seconds(process.pid), time.process_time()
@@ -182,7 +181,6 @@ def main() -> int:
                 batch_size=args.batch_size,
                 store=bench_store,
                 progress=not args.no_progress,
-                lean_transport=args.transport == "lean",
             )
             server_cpu = process_cpu_seconds(process.pid) - server_cpu_before
             client_cpu = time.process_time() - client_cpu_before

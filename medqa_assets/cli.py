@@ -88,22 +88,29 @@ def _serve(args: argparse.Namespace) -> int:
 # -- simulate -------------------------------------------------------------------------------------
 def _configure_simulate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="set_name", metavar="SET", required=True, help="production set, e.g. set1")
-    parser.add_argument("--endpoint", required=True, help="base URL of the endpoint, e.g. http://127.0.0.1:8000")
+    parser.add_argument(
+        "--endpoint",
+        required=True,
+        help="the app's URL: a base URL means /api/v1/answer (http://127.0.0.1:8000); a URL with a path is "
+        "called as given (http://127.0.0.1:5000/ask)",
+    )
     parser.add_argument("--rate", type=_positive(float), default=10.0, help="requests per second (default 10)")
     parser.add_argument("--concurrency", type=_positive(int), default=64, help="most requests in flight (default 64)")
-    parser.add_argument("--limit", type=_non_negative_int, default=None, help="send at most N questions (default all)")
+    parser.add_argument(
+        "--limit", type=_non_negative_int, default=None, help="send N questions, a seeded random sample (default all)"
+    )
+    parser.add_argument(
+        "--order",
+        choices=["sample", "file"],
+        default="sample",
+        help="with --limit: a seeded random sample (default) or the first N rows of the set (file)",
+    )
     parser.add_argument("--arrivals", choices=["poisson", "uniform"], default="poisson", help="default poisson")
     parser.add_argument("--slice", dest="slice_tag", metavar="TAG", default=None, help="slice tag of every request")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample and the Poisson arrivals (default 0)")
     parser.add_argument("--batch-size", type=_positive(int), default=200, help="log records per object (default 200)")
     parser.add_argument("--timeout", type=_positive(float), default=10.0, help="seconds per request (default 10)")
     parser.add_argument("--retries", type=_non_negative_int, default=2, help="retries per request (default 2)")
-    parser.add_argument(
-        "--transport",
-        choices=["lean", "httpx"],
-        default="lean",
-        help="transport under the httpx client: lean (default, http:// only, cheap per request) or httpx's pool",
-    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -124,7 +131,7 @@ def _simulate(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         retries=args.retries,
         progress=not args.no_progress,
-        lean_transport=args.transport == "lean",
+        order=args.order,
     )
     print(summary.format())
     return 1 if summary.sent and not summary.ok else 0

@@ -70,9 +70,8 @@ def simulate(endpoint: str, **options) -> object:
     return asyncio.run(run_simulation("set1", endpoint, **options))
 
 
-@pytest.mark.parametrize("lean_transport", [True, False], ids=["lean-transport", "httpx-pool"])
-def test_records_land_in_the_store_in_batches(endpoint_url, store, lean_transport) -> None:
-    summary = simulate(endpoint_url, limit=25, batch_size=10, slice_tag="cardio", lean_transport=lean_transport)
+def test_records_land_in_the_store_in_batches(endpoint_url, store) -> None:
+    summary = simulate(endpoint_url, limit=25, batch_size=10, slice_tag="cardio", order="file")
     assert (summary.sent, summary.ok, summary.errors, summary.retries) == (25, 25, {}, 0)
     assert summary.records_written == 25
 
@@ -109,11 +108,38 @@ def test_records_flush_by_time_and_url_with_path_is_used_as_is(endpoint_url, sto
 
 
 def test_answer_url() -> None:
+    """A bare base URL means the FastAPI route; a URL with a path is called as given."""
     assert answer_url("http://h:1") == "http://h:1/api/v1/answer"
     assert answer_url("http://h:1/") == "http://h:1/api/v1/answer"
     assert answer_url("http://h:1/api/v1/answer") == "http://h:1/api/v1/answer"
-    assert answer_url("http://h:1/api/v1/answer/") == "http://h:1/api/v1/answer"
-    assert answer_url("https://h/prefix") == "https://h/prefix/api/v1/answer"
+    assert answer_url("http://h:5000/ask") == "http://h:5000/ask"
+    assert answer_url("https://h/prefix/ask") == "https://h/prefix/ask"
+
+
+def test_limit_takes_a_seeded_sample_that_looks_like_the_set(endpoint_url, store) -> None:
+    first = simulate(endpoint_url, limit=20, seed=3)
+    ids = sorted(record["row_id"] for _, batch in read_logs(store) for record in batch)
+    expected = sorted(PRODUCTION.sample(n=20, random_state=3)["row_id"])
+    assert first.sent == 20 and ids == expected
+    assert ids != [f"r-{i:03d}" for i in range(20)]  # not the first rows of the set
+
+
+def test_the_flask_app_at_ask_is_replayed_with_its_answers_and_errors(store) -> None:
+    from medqa_assets_tests.serving_apps import create_flask_app, failing_model, fake_model, run_app
+
+    with run_app(create_flask_app(fake_model(), None)) as url:
+        summary = simulate(f"{url}/ask", limit=12)
+    records = [record for _, batch in read_logs(store) for record in batch]
+    assert summary.ok == 12 and len(records) == 12
+    assert all(r["status"] == 200 and r["model_response"] == f"Answer about: {r['question']}" for r in records)
+
+    for info in store.list(layout.RAW_LOGS_PREFIX):
+        store.delete(info.key)
+    with run_app(create_flask_app(failing_model(1.0), None)) as url:
+        summary = simulate(f"{url}/ask", limit=3, retries=0)
+    records = [record for _, batch in read_logs(store) for record in batch]
+    assert summary.errors == {"http_500": 3}
+    assert all(r["model_response"] is None and r["status"] == 500 and r["error"] for r in records)
 
 
 class _Request(BaseModel):
@@ -255,7 +281,7 @@ RAW_RESPONSES = {
 
 @pytest.fixture
 def raw_server(request):
-    """A hand-written HTTP/1.1 server in a thread: responses the lean transport must cope with."""
+    """A hand-written HTTP/1.1 server in a thread: connection handling the client must cope with."""
     mode = request.param
     ready = threading.Event()
     state: dict = {}
@@ -296,7 +322,7 @@ def raw_server(request):
 
 
 @pytest.mark.parametrize("raw_server", ["close", "chunked", "drop"], indirect=True)
-def test_lean_transport_copes_with_connection_handling(raw_server, store) -> None:
+def test_the_client_copes_with_connection_handling(raw_server, store) -> None:
     summary = simulate(raw_server, rate=50.0, limit=8, retries=1, backoff=0.001)
     assert summary.ok == 8, summary.errors
     records = [record for _, batch in read_logs(store) for record in batch]

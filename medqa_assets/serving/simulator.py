@@ -9,7 +9,11 @@ wait (plus any event-loop lateness) is reported as scheduling lag. Connect error
 Every request ends as one production log record (contracts section 5 keys, plus metadata)::
 
     {"timestamp", "question", "model_response", "slice", "latency_ms", "status",
-     "production_set", "row_id"}
+     "production_set", "row_id"[, "error"]}
+
+The endpoint is either app of contracts.md section 4: a bare base URL means FastAPI's
+``/api/v1/answer``; a URL with a path (Flask's ``/ask``) is called as given. ``error`` is the
+text of the app's ``{"detail"}`` or ``{"error"}`` body. HTTP is httpx's own connection pool.
 
 ``model_response`` is what the endpoint answered (``null`` on failure), never the set's reference
 answer. Records are written as JSON Lines objects under ``retraining_data_raw/`` in batches (every
@@ -20,7 +24,6 @@ atomic ``write_bytes`` in a worker thread so the pacing never waits for the stor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import math
 import random
@@ -33,7 +36,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import h11
 import httpx
 import numpy as np
 import orjson
@@ -59,12 +61,38 @@ if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
 
 # -- inputs ---------------------------------------------------------------------------------------
 def answer_url(endpoint: str) -> str:
-    """``BASE_URL/api/v1/answer``; a URL that already ends in ``/api/v1/answer`` is used as is."""
+    """The URL to POST questions to: a URL with a path is called as given (the Flask app's
+    ``/ask``, a gateway's prefix); a bare base URL means the FastAPI app's ``/api/v1/answer``."""
     url = endpoint.strip()
     if not url.startswith(("http://", "https://")):
         raise CommandError(f"--endpoint {endpoint!r} is not an http(s) URL, e.g. http://127.0.0.1:8000")
-    url = url.rstrip("/")
-    return url if url.endswith(ANSWER_PATH) else url + ANSWER_PATH
+    parsed = httpx.URL(url)
+    if parsed.path in ("", "/"):
+        return url.rstrip("/") + ANSWER_PATH
+    return url
+
+
+def answer_of(body: Any) -> str | None:
+    """The answer in a response body: ``answer`` (both apps) or ``model_response``."""
+    if isinstance(body, dict):
+        for field_name in ("answer", "model_response"):
+            if isinstance(body.get(field_name), str):
+                return body[field_name]
+    return None
+
+
+def error_text_of(content: bytes) -> str | None:
+    """The error an app reported: FastAPI's ``{"detail"}`` or Flask's ``{"error"}`` (first 500 characters)."""
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(body, dict):
+        for field_name in ("detail", "error"):
+            if body.get(field_name) is not None:
+                value = body[field_name]
+                return (value if isinstance(value, str) else orjson.dumps(value).decode())[:500]
+    return None
 
 
 def load_production_set(store: ObjectStore, set_name: str) -> pd.DataFrame:
@@ -84,8 +112,11 @@ def load_production_set(store: ObjectStore, set_name: str) -> pd.DataFrame:
     return frame
 
 
-def _rows(frame: pd.DataFrame, limit: int | None) -> list[tuple[str, Any]]:
-    frame = frame if limit is None else frame.iloc[:limit]
+def _rows(frame: pd.DataFrame, limit: int | None, order: str = "sample", seed: int | None = 0) -> list[tuple[str, Any]]:
+    """The questions to send: with ``limit``, a seeded random sample of the set (so it looks like the
+    set), kept in set order; ``order="file"`` takes the first ``limit`` rows instead."""
+    if limit is not None and limit < len(frame):
+        frame = frame.iloc[:limit] if order == "file" else frame.sample(n=limit, random_state=seed).sort_index()
     if frame.empty:
         return []
     questions = [value if isinstance(value, str) else "" for value in frame["question"].tolist()]
@@ -115,174 +146,9 @@ def arrival_times(count: int, rate: float, arrivals: str = "poisson", seed: int 
 
 
 # -- a lean HTTP/1.1 transport for httpx ----------------------------------------------------------
-class _Http11Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: h11 for the protocol, one socket write per request."""
-
-    def __init__(self) -> None:
-        self.h11 = h11.Connection(h11.CLIENT)
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.idle_since = 0.0
-        self._waiter: asyncio.Future[None] | None = None
-        self._status = 0
-        self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
-
-    # asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
-            self.close()  # bytes nobody asked for: the connection is unusable
-            return
-        self.h11.receive_data(data)
-        self._pump()
-
-    def eof_received(self) -> bool:
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            with contextlib.suppress(h11.RemoteProtocolError):
-                self.h11.receive_data(b"")
-            self._pump()
-            if not self._waiter.done():
-                self._waiter.set_exception(httpx.RemoteProtocolError("the server closed the connection mid-response"))
-
-    def _pump(self) -> None:
-        assert self._waiter is not None
-        try:
-            while True:
-                event = self.h11.next_event()
-                if event is h11.NEED_DATA or event is h11.PAUSED:
-                    return
-                if isinstance(event, h11.Response):
-                    self._status, self._reason, self._headers = event.status_code, event.reason, list(event.headers)
-                elif isinstance(event, h11.Data):
-                    self._body.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    self._waiter.set_result(None)
-                    return
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise h11.RemoteProtocolError("the server closed the connection mid-response")
-        except h11.RemoteProtocolError as error:
-            if not self._waiter.done():
-                self._waiter.set_exception(httpx.RemoteProtocolError(str(error)))
-            self.close()
-
-    # used by the pool
-    @property
-    def reusable(self) -> bool:
-        return not self.closed and self.h11.our_state is h11.IDLE and self.h11.their_state is h11.IDLE
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    async def round_trip(self, request: httpx.Request, body: bytes) -> httpx.Response:
-        assert self.transport is not None
-        headers = list(request.headers.raw)
-        if not request.headers.get("content-length") and not request.headers.get("transfer-encoding"):
-            headers.append((b"Content-Length", str(len(body)).encode()))
-        try:
-            data = self.h11.send(h11.Request(method=request.method, target=request.url.raw_path, headers=headers))
-            data += self.h11.send(h11.Data(data=body)) if body else b""
-            data += self.h11.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as error:
-            raise httpx.LocalProtocolError(str(error), request=request) from None
-        self._status, self._body = 0, []
-        self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(data)
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
-            self.h11.start_next_cycle()  # keep-alive: IDLE again, ready for the next request
-        return httpx.Response(
-            self._status,
-            headers=self._headers,
-            stream=httpx.ByteStream(b"".join(self._body)),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": self._reason},
-        )
-
-
-class LeanHTTPTransport(httpx.AsyncBaseTransport):
-    """Plain-HTTP/1.1 keep-alive transport for :class:`httpx.AsyncClient`, cheap per request.
-
-    httpcore's pool checks every pooled connection (a readability poll and a ``getpeername``)
-    each time it assigns a request, and sends headers and body with separate writes; on a small
-    machine that makes the client, not the endpoint, the bottleneck long before 500 req/s. This
-    transport keeps idle connections in a LIFO stack (the hottest one is reused, the others
-    expire), writes each request with a single ``write`` and parses responses with h11. At most
-    ``max_connections`` connections are open. Only ``http://``; https goes through httpx's own.
-    """
-
-    def __init__(self, max_connections: int = 64, keepalive_expiry: float = 4.0) -> None:
-        self.max_connections = max_connections
-        self.keepalive_expiry = keepalive_expiry
-        self._slots: asyncio.Semaphore | None = None
-        self._idle: dict[tuple[str, int], list[_Http11Connection]] = {}
-
-    def _take_idle(self, origin: tuple[str, int], now: float) -> _Http11Connection | None:
-        stack = self._idle.get(origin)
-        while stack:
-            connection = stack.pop()
-            if connection.reusable and now - connection.idle_since < self.keepalive_expiry:
-                return connection
-            connection.close()
-        return None
-
-    def _give_back(self, origin: tuple[str, int], connection: _Http11Connection, now: float) -> None:
-        if not connection.reusable:
-            connection.close()
-            return
-        connection.idle_since = now
-        stack = self._idle.setdefault(origin, [])
-        stack.append(connection)
-        while stack and (now - stack[0].idle_since >= self.keepalive_expiry or stack[0].closed):
-            stack.pop(0).close()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.scheme != "http":
-            raise httpx.UnsupportedProtocol(f"LeanHTTPTransport handles http:// only, not {request.url}")
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.max_connections)
-        origin = (request.url.host, request.url.port or 80)
-        body = await request.aread()
-        loop = asyncio.get_running_loop()
-        async with self._slots:
-            connection = self._take_idle(origin, time.monotonic())
-            if connection is None:
-                try:
-                    _, connection = await loop.create_connection(_Http11Connection, origin[0], origin[1])
-                except OSError as error:
-                    raise httpx.ConnectError(f"{error.strerror or error}", request=request) from None
-            try:
-                response = await connection.round_trip(request, body)
-            except BaseException:
-                connection.close()
-                raise
-            self._give_back(origin, connection, time.monotonic())
-            return response
-
-    async def aclose(self) -> None:
-        for stack in self._idle.values():
-            for connection in stack:
-                connection.close()
-        self._idle.clear()
-
-
-def make_client(endpoint_url: str, concurrency: int, timeout: float, *, lean: bool = True) -> httpx.AsyncClient:
-    """The one shared client: the lean transport for http://, httpx's own pool otherwise."""
+def make_client(concurrency: int, timeout: float) -> httpx.AsyncClient:
+    """The one shared client, on httpx's own connection pool (keep-alive, at most ``concurrency`` connections)."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    if lean and endpoint_url.startswith("http://"):
-        return httpx.AsyncClient(transport=LeanHTTPTransport(concurrency), timeout=httpx.Timeout(timeout))
     return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout))
 
 
@@ -446,7 +312,7 @@ async def run_simulation(
     flush_interval: float = 5.0,
     store: ObjectStore | None = None,
     progress: bool = True,
-    lean_transport: bool = True,
+    order: str = "sample",
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> SimulationSummary:
     """Replay ``set_name`` against ``endpoint`` and write the production logs; returns the summary."""
@@ -464,7 +330,9 @@ async def run_simulation(
     url = answer_url(endpoint)
     store = store or ObjectStore.from_settings()
     frame = await asyncio.to_thread(load_production_set, store, set_name)
-    rows = _rows(frame, limit)
+    if order not in ("sample", "file"):
+        raise ValueError("order must be 'sample' or 'file'")
+    rows = _rows(frame, limit, order, seed)
     schedule = arrival_times(len(rows), rate, arrivals, seed)
     summary = SimulationSummary(
         set_name=set_name, endpoint=url, asked_rate=rate, arrivals=arrivals, concurrency=concurrency
@@ -481,30 +349,31 @@ async def run_simulation(
     completions: list[float] = []
     retry_count = 0
     bar = tqdm(total=len(rows), file=sys.stderr, unit="req", disable=not progress, mininterval=0.5, dynamic_ncols=True)
-    client = make_client(url, concurrency, timeout, lean=lean_transport)
+    client = make_client(concurrency, timeout)
     target = httpx.URL(url)  # parsed once, not per request
 
-    async def attempt(body: bytes) -> tuple[int | str, str | None]:
+    async def attempt(body: bytes) -> tuple[int | str, str | None, str | None]:
+        """(status, answer, error text reported by the app)."""
         try:
             async with asyncio.timeout(timeout):
                 response = await client.post(target, content=body, headers=_JSON_HEADERS)
         except (TimeoutError, httpx.TimeoutException):
-            return "timeout", None
+            return "timeout", None, None
         except httpx.ConnectError:
-            return "connect_error", None
+            return "connect_error", None, None
         except httpx.RemoteProtocolError:
-            return "protocol_error", None
+            return "protocol_error", None, None
         except httpx.NetworkError:
-            return "network_error", None
+            return "network_error", None, None
         except httpx.HTTPError:
-            return "http_error", None
+            return "http_error", None, None
         if response.status_code != 200:
-            return response.status_code, None
+            return response.status_code, None, error_text_of(response.content)
         try:
-            answer = orjson.loads(response.content)["answer"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return "invalid_response", None
-        return (200, answer) if isinstance(answer, str) else ("invalid_response", None)
+            answer = answer_of(orjson.loads(response.content))
+        except orjson.JSONDecodeError:
+            answer = None
+        return (200, answer, None) if answer is not None else ("invalid_response", None, None)
 
     async def one(question: str, row_id: Any) -> None:
         nonlocal retry_count
@@ -515,7 +384,7 @@ async def run_simulation(
         started = clock()
         tries = 0
         while True:
-            status, answer = await attempt(body)
+            status, answer, error_text = await attempt(body)
             retriable = status in RETRIED_KINDS or (isinstance(status, int) and status >= 500)
             if not retriable or tries >= retries:
                 break
@@ -537,6 +406,8 @@ async def run_simulation(
             "production_set": set_name,
             "row_id": row_id,
         }
+        if error_text is not None:
+            record["error"] = error_text
         writer.add(record)
         if on_record is not None:
             on_record(record)
