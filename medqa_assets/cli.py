@@ -140,13 +140,18 @@ def _simulate(args: argparse.Namespace) -> int:
 # -- ingest-logs ----------------------------------------------------------------------------------
 def _configure_ingest(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="log files or directories of log files")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="refuse a file that is still being written instead of waiting until it settles",
+    )
 
 
 @command("ingest-logs", "upload a serving app's log files into retraining_data_raw/", _configure_ingest)
 def _ingest_logs(args: argparse.Namespace) -> int:
     from medqa_assets.serving.ingest import ingest_logs
 
-    ingest_logs(args.paths)
+    ingest_logs(args.paths, wait=not args.no_wait)
     return 0
 
 

@@ -6,7 +6,14 @@ from medqa_assets.console import COMPACT_LOGGING_RUN_CONFIG, compact_console_log
 from medqa_assets.executors import executor_from_env
 from medqa_assets.medquad.assets import medquad_clean, medquad_raw
 from medqa_assets.resources import build_resources
-from medqa_assets.retraining.assets import raw_logs, raw_logs_sensor, retraining_data, retraining_etl
+from medqa_assets.retraining.assets import (
+    consumed_logs_sensor,
+    raw_logs,
+    raw_logs_sensor,
+    retraining_data,
+    retraining_etl,
+    retraining_housekeeping,
+)
 from medqa_assets.settings import ConfigurationError, Settings
 from medqa_assets.splitting.assets import build_splitting_assets
 
@@ -25,8 +32,8 @@ offline_etl = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=[*offline_assets, raw_logs, retraining_data],
-    jobs=[offline_etl, retraining_etl],
-    sensors=[raw_logs_sensor],
+    jobs=[offline_etl, retraining_etl, retraining_housekeeping],
+    sensors=[raw_logs_sensor, consumed_logs_sensor],
     resources=build_resources(),
     executor=executor,
     loggers={"console": compact_console_logger},

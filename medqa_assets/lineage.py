@@ -402,7 +402,14 @@ def record_retraining_version(
                 "",
                 {
                     k: metadata.get(k, 0)
-                    for k in ("records_in", "records_out", "quarantined", "duplicates_removed", "files_quarantined")
+                    for k in (
+                        "records_in",
+                        "records_out",
+                        "quarantined",
+                        "duplicates_removed",
+                        "already_published",
+                        "files_quarantined",
+                    )
                 },
             ),
             "bytes": output.get("bytes", 0),

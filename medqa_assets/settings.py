@@ -6,6 +6,7 @@ Bad values fail fast with a message that names the variable to change.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ MEDQUAD_SOURCE_VAR = "MEDQA_MEDQUAD_SOURCE"
 MLFLOW_TRACKING_URI_VAR = "MLFLOW_TRACKING_URI"
 SENSOR_SETTLE_SECONDS_VAR = "MEDQA_SENSOR_SETTLE_SECONDS"
 RETIRE_AFTER_SECONDS_VAR = "MEDQA_RETIRE_AFTER_SECONDS"
+NON_ANSWER_TEXTS_VAR = "MEDQA_NON_ANSWER_TEXTS"
 
 DEFAULT_STORE_URL = "object_store"
 DEFAULT_PRODUCTION_SETS = 5
@@ -56,6 +58,20 @@ def _non_negative_float(name: str, default: float) -> float:
     return value
 
 
+def _text_list(name: str) -> tuple[str, ...] | None:
+    """A JSON array of strings, e.g. '["Timed out waiting for model response.", "Service busy"]'."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigurationError(f"{name} must be a JSON array of strings, e.g. {name}='[\"Timed out waiting ...\"]'")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     """A snapshot of the platform's environment variables."""
@@ -67,6 +83,7 @@ class Settings:
     mlflow_tracking_uri: str | None = None
     sensor_settle_seconds: float = DEFAULT_SETTLE_SECONDS
     retire_after_seconds: float = DEFAULT_RETIRE_AFTER_SECONDS
+    non_answer_texts: tuple[str, ...] | None = None  # None: the platform's default list
     # Credentials are read here only so they can be handed to the S3 client; never logged.
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
@@ -81,6 +98,7 @@ class Settings:
             mlflow_tracking_uri=os.environ.get(MLFLOW_TRACKING_URI_VAR, "").strip() or None,
             sensor_settle_seconds=_non_negative_float(SENSOR_SETTLE_SECONDS_VAR, DEFAULT_SETTLE_SECONDS),
             retire_after_seconds=_non_negative_float(RETIRE_AFTER_SECONDS_VAR, DEFAULT_RETIRE_AFTER_SECONDS),
+            non_answer_texts=_text_list(NON_ANSWER_TEXTS_VAR),
             aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
         )

@@ -21,6 +21,7 @@ GARBAGE = b"\x00\xffnot json at all\n{"
 def store(tmp_path, monkeypatch) -> ObjectStore:
     root = tmp_path / "store"
     monkeypatch.setenv("MEDQA_STORE_URL", str(root))
+    monkeypatch.setenv("MEDQA_SENSOR_SETTLE_SECONDS", "0")  # the files below are written, then left alone
     return ObjectStore(str(root))
 
 
@@ -92,3 +93,29 @@ def test_cli_store_error_is_one_line(logs, monkeypatch, capsys) -> None:
     assert main(["ingest-logs", str(logs)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: MEDQA_STORE_URL='ftp://somewhere' is neither") and err.count("\n") == 1
+
+
+def test_a_file_still_being_written_is_waited_for_or_refused(store, tmp_path, monkeypatch) -> None:
+    import threading
+    import time
+
+    monkeypatch.setenv("MEDQA_SENSOR_SETTLE_SECONDS", "0.6")
+    log = tmp_path / "serving.jsonl"
+    log.write_bytes(JSONL)
+    with pytest.raises(CommandError, match="still being written"):
+        ingest_logs([log], echo=None, wait=False)
+    assert stored(store) == []
+
+    def keep_appending() -> None:  # the app goes on writing for a while
+        for _ in range(5):
+            time.sleep(0.1)
+            with open(log, "ab") as handle:
+                handle.write(JSONL)
+
+    writer = threading.Thread(target=keep_appending)
+    writer.start()
+    messages: list[str] = []
+    (uploaded,) = ingest_logs([log], echo=messages.append)
+    writer.join()
+    assert stored(store) == [(uploaded.key, JSONL * 6)]  # everything it wrote, not a snapshot mid-way
+    assert any("waiting for" in m for m in messages)

@@ -314,7 +314,10 @@ def test_two_ticks_at_once_build_a_version_once(store: ObjectStore, tmp_path: Pa
         assert len(instance.get_runs(filters=dg.RunsFilter(tags={"medqa/launched_by": "medqa tick"}))) == 1
 
 
-def _ticks_forever(home: str) -> None:  # a child process that the test kills with SIGKILL
+def _ticks_forever(home: str, environment: dict[str, str]) -> None:  # a child the test kills with SIGKILL
+    # A fork server's children inherit the fork server's environment, not this test's: set it.
+    os.environ.clear()
+    os.environ.update(environment)
     os.environ["DAGSTER_HOME"] = home
     while True:
         tick_from_environment()
@@ -364,28 +367,35 @@ def test_kill_loop_with_racing_ticks_and_a_writer_keeps_every_record_once(
 
     poller = threading.Thread(target=poll_tracker)
     poller.start()
-    context = get_context("fork")
+    # Children come from a fork server, not from this process: a fork of a process with running
+    # threads (S3 clients, the tracker poller) can inherit a held lock and hang before it ticks.
+    context = get_context("forkserver")
+    context.set_forkserver_preload(["medqa_assets.retraining.tick", "medqa_assets.definitions"])
     watcher = dg.DagsterInstance.from_config(str(home))  # created here, before the ticks share it
     seen: set[str] = set()
     try:
-        for _round in range(8):
+        for _round in range(10):
             copy_to_store()
-            ticks = [context.Process(target=_ticks_forever, args=(str(home),)) for _ in range(2)]
+            ticks = [context.Process(target=_ticks_forever, args=(str(home), dict(os.environ))) for _ in range(2)]
             for process in ticks:
                 process.start()
-            deadline = time.monotonic() + 8
+            deadline = time.monotonic() + 6
+            new_run = False
             while time.monotonic() < deadline:  # kill once a new run has started, at a random point of it
                 started = {
                     r.run_id for r in watcher.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
                 }
                 if started - seen:
                     seen |= started
+                    new_run = True
                     break
                 time.sleep(0.01)
             time.sleep(rng.uniform(0.0, 0.3))
             for process in ticks:
                 os.kill(process.pid, signal.SIGKILL)
                 process.join()
+            if not new_run and writer.poll() is not None:
+                break  # the app is done and there was nothing left to interrupt
         assert writer.wait(timeout=60) == 0
         copy_to_store()
         time.sleep(0.3)

@@ -327,3 +327,12 @@ def test_the_client_copes_with_connection_handling(raw_server, store) -> None:
     assert summary.ok == 8, summary.errors
     records = [record for _, batch in read_logs(store) for record in batch]
     assert [record["model_response"] for record in records] == ["raw"] * 8
+
+
+def test_the_summary_says_when_the_asked_rate_was_not_reached(store) -> None:
+    from medqa_assets_tests.serving_apps import create_flask_app, fake_model, run_app
+
+    with run_app(create_flask_app(fake_model(latency_s=0.05), None)) as url:
+        summary = simulate(f"{url}/ask", rate=100.0, limit=10, concurrency=1)
+    assert summary.achieved_rate < 30  # one request at a time, 50 ms each
+    assert "the asked rate was not reached" in summary.format()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
 from medqa_assets.medquad.xml_reader import LAVITA_COLUMNS
 from medqa_assets.retraining.parsing import UnparseableFile, parse_log_bytes
 from medqa_assets.retraining.pii import scrub_texts
+from medqa_assets.retraining.transforms import transform_files
 from medqa_assets.splitting.transforms import (
     EmptyResultError,
     clean_medquad,
@@ -181,3 +184,45 @@ def test_unparseable_files(data: bytes, reason: str) -> None:
     with pytest.raises(UnparseableFile) as error:
         parse_log_bytes(data)
     assert error.value.reason == reason
+
+
+def test_an_array_damaged_by_two_writers_keeps_its_complete_records() -> None:
+    from medqa_assets_tests.serving_apps import cut_off_array
+
+    records = [{"timestamp": "2026-11-01T10:00:00Z", "question": f"q{i}", "model_response": f"a{i}"} for i in range(50)]
+    whole = json.dumps(records, indent=2).encode()
+    damaged = whole[: whole.index(b'"q49"') + 3]  # cut off inside the last record
+    parsed = parse_log_bytes(damaged)
+    assert [r["question"] for r in parsed.records] == [f"q{i}" for i in range(49)]
+    [(index, reason, text)] = parsed.rejected
+    assert reason == "damaged_json" and index == 49 and text.startswith(f"from byte {parsed.damage_offset}:")
+    assert damaged[parsed.damage_offset : parsed.damage_offset + 1] == b"{"
+    stand_in = parse_log_bytes(cut_off_array(records, 30, bom=True, line_ending="\r\n"))  # the stand-in's own damage
+    assert [r["question"] for r in stand_in.records] == [f"q{i}" for i in range(30)]
+
+
+def test_windows_files_and_python_json_are_read_as_written() -> None:
+    bom_crlf = b"\xef\xbb\xbf" + b'{"question": "q1", "answer": "a1"}\r\n{"question": "q2", "answer": "a2"}\r\n'
+    assert [r["question"] for r in parse_log_bytes(bom_crlf).records] == ["q1", "q2"]
+    python_json = json.dumps([{"question": "q", "model_response": "a", "latency_ms": float("nan")}]).encode()
+    assert b"NaN" in python_json
+    assert parse_log_bytes(python_json).records[0]["question"] == "q"
+    lines = b'{"question": "q", "answer": "a", "score": Infinity}\n'
+    assert parse_log_bytes(lines).records[0]["answer"] == "a"
+
+
+def test_non_answers_are_rejected_with_their_own_reason() -> None:
+    records = [
+        {"question": "q1", "answer": "Timed out waiting for model response."},
+        {"question": "q2", "answer": "   "},
+        {"question": "q3", "answer": "a real answer", "status": 500},
+        {"question": "q4", "model_response": None, "status": "timeout"},
+        {"question": "q5", "answer": "fine", "status": 200},
+        {"question": "q6", "answer": "SERVICE BUSY"},
+    ]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    default = transform_files([("k", data, False)])
+    assert default.rejections == {"non_answer": 4}
+    configured = transform_files([("k", data, False)], non_answers=("service busy",))
+    assert configured.rejections == {"non_answer": 4}  # the timeout text is no longer listed, "service busy" is
+    assert sorted(json.loads(line)["question"] for line in configured.lines) == ["q1", "q5"]

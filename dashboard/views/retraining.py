@@ -173,7 +173,11 @@ def _counts(version: str, meta: dict[str, Any], version_key: tuple) -> None:
         cols[0].metric("Records in", _int(meta.get("records_in")))
         cols[1].metric("Records out", _int(meta.get("records_out")))
         cols[2].metric("Quarantined", _int(meta.get("quarantined")))
-        cols[3].metric("Duplicates removed", _int(meta.get("duplicates_removed")))
+        cols[3].metric(
+            "Duplicates removed",
+            _int(meta.get("duplicates_removed")),
+            help=f"{_int(meta.get('already_published', 0))} more were already published by an earlier version",
+        )
         cols[4].metric("Created", short_time(meta.get("created")), help=str(meta.get("created")))
         rejections = data.counts_frame(meta.get("rejections"), "name", "count").assign(kind="rejections by reason")
         pii = data.counts_frame(meta.get("pii_redactions"), "name", "count").assign(kind="PII redactions by kind")

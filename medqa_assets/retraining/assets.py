@@ -4,6 +4,7 @@ The sensor decides (read-only, see :mod:`.decide`); the run acts: ``raw_logs`` t
 and snapshots the files, ``retraining_data`` builds and publishes the version.
 """
 
+import hashlib
 import json
 import time
 from datetime import datetime
@@ -14,7 +15,7 @@ from pydantic import Field
 from medqa_assets.console import COMPACT_LOGGING_RUN_CONFIG
 from medqa_assets.lineage import MlflowLineageResource, record_retraining_version
 from medqa_assets.resources import ObjectStoreResource
-from medqa_assets.retraining.build import ManifestMismatch, build_version, is_published
+from medqa_assets.retraining.build import ManifestMismatch, build_version, is_published, retire
 from medqa_assets.retraining.control import Decision, MalformedControl
 from medqa_assets.retraining.decide import plan_tick
 from medqa_assets.retraining.snapshot import VersionRefused, prepare_version
@@ -119,6 +120,7 @@ def retraining_data(
             "records_out": metadata["records_out"],
             "quarantined": metadata["quarantined"],
             "duplicates_removed": metadata["duplicates_removed"],
+            "already_published": metadata.get("already_published", 0),
             "rejections": dg.MetadataValue.json(metadata["rejections"]),
             "pii_redactions": dg.MetadataValue.json(metadata["pii_redactions"]),
             "output_sha256": metadata["output"]["sha256"],
@@ -136,6 +138,27 @@ retraining_etl = dg.define_asset_job(
     description="raw_logs and retraining_data for one version.",
     config=COMPACT_LOGGING_RUN_CONFIG,
 )
+
+
+@dg.op(description="Deletes raw log files that versions consumed completely and nobody wrote to since.")
+def retire_consumed_logs(context: dg.OpExecutionContext, store: ObjectStoreResource) -> None:
+    retired = retire(store.get_store(), Settings.from_env().retire_after_seconds)
+    context.log.info(f"retired {retired} consumed raw log file(s)")
+
+
+@dg.job(
+    description="Housekeeping of retraining_data_raw/: consumed files are deleted once left alone long enough.",
+    config=COMPACT_LOGGING_RUN_CONFIG,
+)
+def retraining_housekeeping() -> None:
+    retire_consumed_logs()
+
+
+def retire_run_request(keys: list[str]) -> dg.RunRequest:
+    digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+    return dg.RunRequest(
+        run_key=f"retire-{digest}", job_name=retraining_housekeeping.name, tags={"medqa/files": str(len(keys))}
+    )
 
 
 def decision_run_request(decision: Decision, attempt: int) -> dg.RunRequest:
@@ -216,3 +239,20 @@ def raw_logs_sensor(context: dg.SensorEvaluationContext, store: ObjectStoreResou
         dynamic_partitions_requests=[versions_partitions.build_add_request(new_versions)] if new_versions else [],
         skip_reason=None if requests else (plan.skip_reason or "every unfinished version needs a person"),
     )
+
+
+@dg.sensor(
+    job_name="retraining_housekeeping",  # by name: Dagster rebuilds a sensor that holds an op job, and warns
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests the deletion of raw log files consumed and untouched for MEDQA_RETIRE_AFTER_SECONDS.",
+)
+def consumed_logs_sensor(context: dg.SensorEvaluationContext, store: ObjectStoreResource) -> dg.SensorResult:
+    """Reads the store, writes nothing; only while no version is being built."""
+    settings = Settings.from_env()
+    plan = plan_tick(
+        store.get_store(), settings.sensor_settle_seconds, retire_after_seconds=settings.retire_after_seconds
+    )
+    if plan.open_claims or not plan.retirable:
+        return dg.SensorResult(skip_reason="no consumed raw log file is due for deletion")
+    return dg.SensorResult(run_requests=[retire_run_request(plan.retirable)])

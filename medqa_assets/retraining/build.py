@@ -30,11 +30,13 @@ from medqa_assets.retraining.control import (
     advance_tracker,
     close_claim,
     completed_claim_key,
+    published_versions,
     read_ledger,
     update_ledger,
 )
 from medqa_assets.retraining.quality import answer_quality
 from medqa_assets.retraining.transforms import (
+    DEFAULT_NON_ANSWERS,
     BatchAccumulator,
     ChunkResult,
     FileOutcome,
@@ -43,6 +45,7 @@ from medqa_assets.retraining.transforms import (
 )
 from medqa_assets.settings import Settings
 from medqa_assets.storage.layout import (
+    identities_key,
     production_set_key,
     quarantine_prefix,
     quarantined_file_key,
@@ -151,10 +154,11 @@ def _read_verified(store: ObjectStore, item: WorkItem) -> bytes:
     return data
 
 
-def process_chunk(spec: StoreSpec, items: list[WorkItem]) -> ChunkResult:
+def process_chunk(spec: StoreSpec, items: list[WorkItem], non_answers: tuple[str, ...]) -> ChunkResult:
     """Worker entry point: read, verify and transform one chunk of snapshots or pieces."""
     store = spec.open()
-    return transform_files([(item.key, _read_verified(store, item), item.end is not None) for item in items])
+    files = [(item.key, _read_verified(store, item), item.end is not None) for item in items]
+    return transform_files(files, non_answers)
 
 
 def chunked(items: list[WorkItem], chunk_bytes: int = CHUNK_BYTES) -> list[list[WorkItem]]:
@@ -177,14 +181,16 @@ def worker_count() -> int:
 def _chunk_results(store: ObjectStore, items: list[WorkItem]) -> Iterator[ChunkResult]:
     """Chunk results in manifest order, from a process pool when the batch is large."""
     spec = StoreSpec(store.url if not store.is_s3 else f"s3://{store.root}", store.endpoint_url)
+    configured = Settings.from_env().non_answer_texts
+    non_answers = DEFAULT_NON_ANSWERS if configured is None else configured
     chunks = chunked(items)
     workers = min(worker_count(), len(chunks))
     if workers <= 1 or sum(item.nbytes for item in items) < INLINE_BYTES:
         for chunk in chunks:
-            yield process_chunk(spec, chunk)
+            yield process_chunk(spec, chunk, non_answers)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        futures = [pool.submit(process_chunk, spec, chunk) for chunk in chunks]
+        futures = [pool.submit(process_chunk, spec, chunk, non_answers) for chunk in chunks]
         for future in futures:
             yield future.result()
 
@@ -211,6 +217,25 @@ def _merge_outcomes(outcomes: list[FileOutcome]) -> dict[str, FileOutcome]:
     return merged
 
 
+IDENTITY_BYTES = 16
+
+
+def earlier_identities(store: ObjectStore, version: str) -> set[bytes]:
+    """Identities of every record the versions before ``version`` accounted for (all of them: 16 bytes
+    per record on disk, about 70 in memory while a version is built)."""
+    number = version_number(version)
+    identities: set[bytes] = set()
+    for name in published_versions(store):
+        if version_number(name) >= number:
+            continue
+        try:
+            data = store.read_bytes(identities_key(name))
+        except FileNotFoundError:
+            continue
+        identities.update(data[i : i + IDENTITY_BYTES] for i in range(0, len(data), IDENTITY_BYTES))
+    return identities
+
+
 def is_published(store: ObjectStore, version: str) -> bool:
     return store.exists(completed_claim_key(version)) and store.exists(retraining_metadata_key(version))
 
@@ -224,7 +249,7 @@ def build_version(
         return store.read_json(retraining_metadata_key(version))
     entries = manifest["files"]
     items = work_items(store, version, entries)
-    accumulator = BatchAccumulator()
+    accumulator = BatchAccumulator(published=earlier_identities(store, version))
     rejections: Counter = Counter()
     pii: Counter = Counter()
     fields_seen: set[str] = set()
@@ -244,10 +269,12 @@ def build_version(
             size += len(data)
             kept_positions = {p: i for i, p in enumerate(positions)}
             evaluation_rows += [(s, r, a) for p, s, r, a in chunk.evaluation_rows if p in kept_positions]
-            rejections.update(chunk.rejections)
+            new_rejected = accumulator.new_rejected(chunk)
+            rejections.update(r["reason"] for r in new_rejected)
+            rejections[UNREADABLE_FILE] += chunk.rejections.get(UNREADABLE_FILE, 0)
             pii.update(chunk.pii)
             fields_seen |= chunk.fields_seen
-            quarantined_records += [orjson.dumps(r) + b"\n" for r in chunk.rejected]
+            quarantined_records += [orjson.dumps(r) + b"\n" for r in new_rejected]
             outcomes += chunk.files
             ts_min = min(filter(None, [ts_min, chunk.ts_min]), default=None)
             ts_max = max(filter(None, [ts_max, chunk.ts_max]), default=None)
@@ -266,7 +293,8 @@ def build_version(
         "records_out": accumulator.records_out,
         "quarantined": sum(rejections.values()),
         "duplicates_removed": accumulator.duplicates,
-        "rejections": dict(sorted(rejections.items())),
+        "already_published": accumulator.already_published,
+        "rejections": dict(sorted((k, v) for k, v in rejections.items() if v)),
         "pii_redactions": dict(sorted(pii.items())),
         "source_files": [_source_file(entry, by_key.get(entry["key"])) for entry in entries],
         "files_quarantined": sum(1 for o in by_key.values() if o.unparseable_reason),
@@ -275,9 +303,15 @@ def build_version(
         "fields_dropped": dropped_fields(fields_seen),
         "answer_quality": answer_quality(pairs),
         "timestamps": {"min": ts_min, "max": ts_max},
-        "accounting": "records_in = records_out + quarantined + duplicates_removed",
+        "accounting": "records_in = records_out + quarantined + duplicates_removed + already_published",
     }
-    assert records_in == metadata["records_out"] + metadata["quarantined"] + metadata["duplicates_removed"]
+    assert records_in == (
+        metadata["records_out"]
+        + metadata["quarantined"]
+        + metadata["duplicates_removed"]
+        + metadata["already_published"]
+    )
+    store.write_bytes(identities_key(version), b"".join(sorted(accumulator.identities)))
     for entry in entries:  # unusable snapshots go to quarantine, with the reason (never their content)
         outcome = by_key.get(entry["key"])
         if entry["status"] == "snapshot" and outcome is not None and outcome.unparseable_reason:

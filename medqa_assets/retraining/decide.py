@@ -37,12 +37,13 @@ class TickPlan:
     waiting: Decision | None = None  # decided by an earlier tick, its run not started yet
     decision: Decision | None = None  # new: the next version
     unsettled: int = 0  # files still being written
+    retirable: list[str] = field(default_factory=list)  # consumed, untouched for the retire time: to delete
     ignored: list[IgnoredEntry] = field(default_factory=list)
     malformed: dict[str, str] = field(default_factory=dict)
 
     @property
     def skip_reason(self) -> str | None:
-        if self.open_claims or self.waiting or self.decision:
+        if self.open_claims or self.waiting or self.decision or self.retirable:
             return None
         if self.unsettled:
             return f"{self.unsettled} file(s) under retraining_data_raw/ are still being written"
@@ -63,6 +64,7 @@ def plan_tick(
     previous_alive: bool = True,
     now: float | None = None,
     max_files: int | None = None,
+    retire_after_seconds: float | None = None,
 ) -> TickPlan:
     """Decide from the store's state. ``previous`` is the last tick's decision (from the cursor);
     ``previous_alive`` says whether its run may still take the claim (queued or running)."""
@@ -89,7 +91,11 @@ def plan_tick(
             plan.ignored.append(IgnoredEntry(info.key, "name not usable as a store key"))
             continue
         settled = info.mtime is None or now - info.mtime >= settle_seconds
-        if is_consumed(info, ledger.get(info.key), settled):
+        consumed = ledger.get(info.key)
+        if is_consumed(info, consumed, settled):
+            quiet = info.mtime is None or now - info.mtime >= (retire_after_seconds or 0)
+            if retire_after_seconds is not None and consumed and info.size == consumed.end and quiet:
+                plan.retirable.append(info.key)
             continue
         if not settled:
             plan.unsettled += 1

@@ -2,12 +2,14 @@
 
 A file is JSON Lines, a JSON array of objects, or a single JSON object. Field aliases are
 resolved here, so the rest of the flow sees one record layout. A file that is not JSON at all
-(empty, truncated, not UTF-8, a scalar, CSV, ...) raises :class:`UnparseableFile` with a reason;
-a bad line inside JSON Lines becomes a rejected record, not a lost one.
+(empty, not UTF-8, a scalar, CSV, ...) raises :class:`UnparseableFile` with a reason; a bad line
+inside JSON Lines becomes a rejected record, not a lost one, and an array that two writers
+damaged keeps every complete record before the damage.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +42,7 @@ class ParsedLog:
     records: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (index, reason, raw text)
     shape: str = ""
+    damage_offset: int | None = None  # where a damaged document stops being readable
 
     @property
     def count(self) -> int:
@@ -59,22 +62,61 @@ def _from_items(items: list[Any], parsed: ParsedLog, offset: int = 0) -> None:
             parsed.rejected.append((index, "not_an_object", _truncate(orjson.dumps(item))))
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+_PYTHON_JSON = json.JSONDecoder()  # accepts NaN and Infinity, as Python's json.dumps writes them
+
+
+def _loads(data: bytes | str) -> Any:
+    """orjson, falling back to Python's json for what Python writes and orjson refuses (NaN, Infinity)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def _damaged_array(text: str, parsed: ParsedLog) -> None:
+    """A JSON array cut off or garbled mid-way (two writers at once): keep every complete item
+    before the damage; the rest becomes one rejected record with its byte offset."""
+    position = text.index("[") + 1
+    index = 0
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        if position >= len(text) or text[position] == "]":
+            return
+        try:
+            item, end = _PYTHON_JSON.raw_decode(text, position)
+        except ValueError:
+            offset = len(text[:position].encode("utf-8"))
+            parsed.rejected.append((index, "damaged_json", f"from byte {offset}: " + _truncate(text[position:], 500)))
+            parsed.damage_offset = offset
+            return
+        _from_items([item], parsed, offset=index)
+        index += 1
+        position = end
+
+
 def parse_log_bytes(data: bytes, json_lines: bool = False) -> ParsedLog:
-    """Parse one raw log file's bytes (``json_lines``: a piece of a large JSON Lines file)."""
+    """Parse one raw log file's bytes (``json_lines``: a piece of a large JSON Lines file).
+
+    Windows files (a UTF-8 byte order mark, CRLF line ends) read like any other.
+    """
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
     if json_lines:
         return _parse_lines(data.splitlines(), ParsedLog(shape="json_lines"))
     if not data.strip():
         raise UnparseableFile("empty_file", "the file holds no data")
     try:
-        data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise UnparseableFile("invalid_utf8", f"not UTF-8 at byte {error.start}") from None
     stripped = data.lstrip()
     if stripped[:1] in (b"[", b"{"):
         try:
-            document = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            document = None  # maybe JSON Lines, tried below
+            document = _loads(data)
+        except ValueError:
+            document = None  # JSON Lines, or a damaged document: tried below
         else:
             parsed = ParsedLog()
             if isinstance(document, list):
@@ -95,6 +137,12 @@ def parse_log_bytes(data: bytes, json_lines: bool = False) -> ParsedLog:
             raise UnparseableFile("json_scalar", "the file holds a JSON scalar, not log records")
         _from_items(items, parsed)
         return parsed
+    if stripped[:1] == b"[":  # an array that does not parse: damaged by a writer, keep what precedes it
+        parsed = ParsedLog(shape="json_array")
+        _damaged_array(text, parsed)
+        if parsed.records:
+            return parsed
+        raise UnparseableFile("truncated_json", f"a JSON array damaged from byte {parsed.damage_offset}")
     _parse_lines(lines, parsed)
     if not parsed.records and all(reason == "invalid_json" for _, reason, _ in parsed.rejected):
         reason = "truncated_json" if stripped[:1] in (b"[", b"{") else "not_json"
@@ -107,8 +155,8 @@ def _parse_lines(lines: list[bytes], parsed: ParsedLog) -> ParsedLog:
     """JSON Lines one line at a time: a bad line becomes a rejected record, not a lost file."""
     for index, line in enumerate(line for line in lines if line.strip()):
         try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            item = _loads(line)
+        except ValueError:
             parsed.rejected.append((index, "invalid_json", _truncate(line)))
             continue
         if isinstance(item, dict):

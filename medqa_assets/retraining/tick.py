@@ -16,22 +16,25 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from medqa_assets.retraining.assets import ORPHANED_TAG
+from medqa_assets.retraining.assets import ORPHANED_TAG, consumed_logs_sensor
 
 TICK_CURSOR_KEY = "medqa/raw_logs_sensor_tick_cursor"
 LAUNCHED_BY_TAG = "medqa/launched_by"
 RUN_KEY_TAG = "dagster/run_key"
 
 
-def evaluate_sensor(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
-    """One evaluation of ``raw_logs_sensor`` through ``instance``, with its new versions added as partitions."""
+def evaluate_sensor(
+    instance: dg.DagsterInstance, cursor: str | None = None, sensor: dg.SensorDefinition | None = None
+) -> dg.SensorResult:
+    """One evaluation of ``raw_logs_sensor`` (or ``sensor``) through ``instance``, with its new versions
+    added as partitions."""
     from medqa_assets.resources import ObjectStoreResource
     from medqa_assets.retraining.assets import raw_logs_sensor
 
     with dg.build_sensor_context(
         instance=instance, resources={"store": ObjectStoreResource()}, cursor=cursor
     ) as context:
-        result = raw_logs_sensor(context)
+        result = (sensor or raw_logs_sensor)(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return result
@@ -87,11 +90,14 @@ def _tick_and_run_locked(instance: dg.DagsterInstance) -> list[tuple[str, bool]]
     cursor = instance.run_storage.get_cursor_values({TICK_CURSOR_KEY}).get(TICK_CURSOR_KEY) or None
     result = evaluate_sensor(instance, cursor)
     instance.run_storage.set_cursor_values({TICK_CURSOR_KEY: result.cursor or ""})
-    job = defs.resolve_job_def("retraining_etl")
+    requests = list(result.run_requests or [])
+    if not requests:  # nothing to build: delete what is consumed and left alone long enough
+        requests = list(evaluate_sensor(instance, sensor=consumed_logs_sensor).run_requests or [])
     outcomes = []
-    for request in result.run_requests:
+    for request in requests:
         if instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: request.run_key}), limit=1):
             continue  # that request already ran, as the daemon's run keys would have it
+        job = defs.resolve_job_def(request.job_name or "retraining_etl")
         run = job.execute_in_process(
             instance=instance,
             partition_key=request.partition_key,
@@ -99,7 +105,7 @@ def _tick_and_run_locked(instance: dg.DagsterInstance) -> list[tuple[str, bool]]
             tags={**request.tags, RUN_KEY_TAG: request.run_key, LAUNCHED_BY_TAG: "medqa tick"},
             raise_on_error=False,
         )
-        outcomes.append((request.partition_key, run.success))
+        outcomes.append((request.partition_key or job.name, run.success))
     return outcomes
 
 

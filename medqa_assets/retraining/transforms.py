@@ -8,6 +8,7 @@ exact duplicates across the whole version.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,9 @@ from medqa_assets.retraining.parsing import (
 from medqa_assets.retraining.pii import PII_KINDS, scrub_array
 from medqa_assets.text import collapse_whitespace
 
+# Answers that are not answers (compared case-insensitively after whitespace is collapsed); the
+# serving apps log this text when the model times out. MEDQA_NON_ANSWER_TEXTS replaces the list.
+DEFAULT_NON_ANSWERS: tuple[str, ...] = ("Timed out waiting for model response.",)
 MAX_QUESTION_CHARS = 10_000
 MAX_ANSWER_CHARS = 100_000
 OUTPUT_COLUMNS = ["question", "answer", "timestamp", "source_file", "slice", "production_set", "row_id"]
@@ -36,7 +40,7 @@ REJECT_MISSING_QUESTION = "missing_question"
 REJECT_MISSING_ANSWER = "missing_answer"
 REJECT_NON_STRING = "non_string_field"
 REJECT_TOO_LARGE = "record_too_large"
-REJECT_REQUEST_FAILED = "request_failed"
+REJECT_NON_ANSWER = "non_answer"  # a timeout text, a blank answer, the answer of a failed request
 REJECT_BAD_TIMESTAMP = "invalid_timestamp"
 
 
@@ -60,6 +64,7 @@ class ChunkResult:
     pii: Counter = field(default_factory=Counter)
     fields_seen: set[str] = field(default_factory=set)
     evaluation_rows: list[tuple[int, str, str, str]] = field(default_factory=list)  # (line, set, row_id, answer)
+    identities: list[bytes] = field(default_factory=list)  # of each line, for exactly-once across versions
     ts_min: str | None = None
     ts_max: str | None = None
 
@@ -103,8 +108,34 @@ def _as_text(value: Any) -> Any:
 _NOT_TEXT = object()
 
 
-def transform_records(records: list[dict[str, Any]], sources: list[str], result: ChunkResult) -> None:
+def _failed_status(status: Any) -> bool:
+    """A request that did not succeed: any status but 2xx (HTTP codes, or the simulator's "timeout", ...)."""
+    if status is None:
+        return False
+    text = str(status).strip()
+    return not (text.isdigit() and 200 <= int(text) < 300)
+
+
+def record_identity(record: Any) -> bytes:
+    """A record's identity: 16 bytes of BLAKE2b over its canonical JSON (a record that arrives again,
+    in a cumulative copy, a rewritten array or a re-ingested file, has the same identity)."""
+    return hashlib.blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=str), digest_size=16).digest()
+
+
+def text_identity(raw: str) -> bytes:
+    """The identity of an unreadable line (its text)."""
+    return hashlib.blake2b(raw.encode("utf-8", "replace"), digest_size=16).digest()
+
+
+def transform_records(
+    records: list[dict[str, Any]],
+    sources: list[str],
+    result: ChunkResult,
+    non_answers: tuple[str, ...] = DEFAULT_NON_ANSWERS,
+    identities: list[bytes] | None = None,
+) -> None:
     """Validate, scrub and normalize parsed records, appending to ``result``."""
+    identities = identities if identities is not None else [record_identity(r) for r in records]
     if not records:
         return
     for record in records:
@@ -123,9 +154,7 @@ def transform_records(records: list[dict[str, Any]], sources: list[str], result:
     reject(non_string, REJECT_NON_STRING)
     questions = [None if q is _NOT_TEXT else q for q in questions]
     answers = [None if a is _NOT_TEXT else a for a in answers]
-    status = provenance["status"]
-    failed = np.array([s is not None and str(s) != "200" for s in status])
-    reject(failed, REJECT_REQUEST_FAILED)
+    reject(np.array([_failed_status(s) for s in provenance["status"]]), REJECT_NON_ANSWER)
 
     question_array = collapse_whitespace(pa.array(questions, type=pa.large_string()))
     answer_array = collapse_whitespace(pa.array(answers, type=pa.large_string()))
@@ -133,7 +162,13 @@ def transform_records(records: list[dict[str, Any]], sources: list[str], result:
     answer_length = pc.fill_null(pc.utf8_length(answer_array), 0).to_numpy(zero_copy_only=False)
     reject((question_length > MAX_QUESTION_CHARS) | (answer_length > MAX_ANSWER_CHARS), REJECT_TOO_LARGE)
     reject(question_length == 0, REJECT_MISSING_QUESTION)
-    reject(answer_length == 0, REJECT_MISSING_ANSWER)
+    answer_given = np.array([a is not None for a in answers])
+    reject((answer_length == 0) & ~answer_given, REJECT_MISSING_ANSWER)
+    reject((answer_length == 0) & answer_given, REJECT_NON_ANSWER)  # "" or only whitespace
+    if non_answers:
+        folded = pc.utf8_lower(answer_array)
+        listed = pc.is_in(folded, value_set=pa.array([text.lower() for text in non_answers], type=pa.large_string()))
+        reject(pc.fill_null(listed, False).to_numpy(zero_copy_only=False), REJECT_NON_ANSWER)
     timestamps, bad_time = _parse_timestamps(raw_times)
     reject(bad_time, REJECT_BAD_TIMESTAMP)
 
@@ -146,6 +181,7 @@ def transform_records(records: list[dict[str, Any]], sources: list[str], result:
                 "index": int(index),
                 "reason": reasons[index],
                 "record": orjson.dumps(records[index], default=str).decode()[:2000],
+                "_identity": identities[index],
             }
         )
     kept = pa.array(keep)
@@ -176,6 +212,7 @@ def transform_records(records: list[dict[str, Any]], sources: list[str], result:
         for row in zip(*(columns[name] for name in OUTPUT_COLUMNS), strict=True)
     )
     result.hashes = np.concatenate([result.hashes, hashes])
+    result.identities.extend(identity for identity, k in zip(identities, keep, strict=True) if k)
     stamps = [t for t in columns["timestamp"] if t is not None]
     if stamps:
         low, high = min(stamps), max(stamps)
@@ -194,11 +231,13 @@ def unreadable_record_count(data: bytes) -> int:
     return sum(1 for line in data.splitlines() if line.strip())
 
 
-def transform_files(files: list[tuple[str, bytes, bool]]) -> ChunkResult:
+def transform_files(
+    files: list[tuple[str, bytes, bool]], non_answers: tuple[str, ...] = DEFAULT_NON_ANSWERS
+) -> ChunkResult:
     """Transform a chunk of raw log files (key, content, is a piece of JSON Lines), in order.
 
     The records of a file that cannot be read at all count as rejected (``unreadable_file``), so
-    ``records_in = records_out + quarantined + duplicates_removed`` holds with them.
+    ``records_in = records_out + quarantined + duplicates_removed + already_published`` holds with them.
     """
     result = ChunkResult()
     records: list[dict[str, Any]] = []
@@ -216,26 +255,48 @@ def transform_files(files: list[tuple[str, bytes, bool]]) -> ChunkResult:
         outcome.records = parsed.count
         for index, reason, raw in parsed.rejected:
             result.rejections[reason] += 1
-            result.rejected.append({"source_file": key, "index": index, "reason": reason, "record": raw})
+            result.rejected.append(
+                {"source_file": key, "index": index, "reason": reason, "record": raw, "_identity": text_identity(raw)}
+            )
         records.extend(parsed.records)
         sources.extend([key] * len(parsed.records))
-    transform_records(records, sources, result)
+    transform_records(records, sources, result, non_answers)
     return result
 
 
 @dataclass
 class BatchAccumulator:
-    """Merges chunk results in order: exact duplicates across the version are removed here."""
+    """Merges chunk results in order. A record an earlier version already accounted for (same
+    identity) is skipped as ``already_published``; of the rest, exact question/answer duplicates
+    across the version are removed. ``identities`` collects every record this version accounts
+    for, for the versions after it."""
 
+    published: set[bytes] = field(default_factory=set)  # identities of earlier versions
     seen: set[int] = field(default_factory=set)
+    identities: set[bytes] = field(default_factory=set)
     records_out: int = 0
     duplicates: int = 0
+    already_published: int = 0
+
+    def _is_new(self, identity: bytes) -> bool | None:
+        """True: new; False: seen in this version; None: an earlier version had it."""
+        if identity in self.published:
+            self.already_published += 1
+            return None
+        if identity in self.identities:
+            return False
+        self.identities.add(identity)
+        return True
 
     def unique_lines(self, chunk: ChunkResult) -> tuple[list[bytes], list[int]]:
         """Lines of ``chunk`` not seen before, and their positions within the chunk."""
         lines, positions = [], []
-        for position, (line, digest) in enumerate(zip(chunk.lines, chunk.hashes.tolist(), strict=True)):
-            if digest in self.seen:
+        rows = zip(chunk.lines, chunk.hashes.tolist(), chunk.identities, strict=True)
+        for position, (line, digest, identity) in enumerate(rows):
+            new = self._is_new(identity)
+            if new is None:
+                continue
+            if not new or digest in self.seen:
                 self.duplicates += 1
                 continue
             self.seen.add(digest)
@@ -243,6 +304,19 @@ class BatchAccumulator:
             positions.append(position)
         self.records_out += len(lines)
         return lines, positions
+
+    def new_rejected(self, chunk: ChunkResult) -> list[dict[str, Any]]:
+        """Rejected records not accounted for before (a record that arrives again is not quarantined twice)."""
+        kept = []
+        for entry in chunk.rejected:
+            new = self._is_new(entry.pop("_identity"))
+            if new is None:
+                continue
+            if not new:
+                self.duplicates += 1
+                continue
+            kept.append(entry)
+        return kept
 
 
 def dropped_fields(fields_seen: set[str]) -> list[str]:

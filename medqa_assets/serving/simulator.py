@@ -221,8 +221,19 @@ class SimulationSummary:
                 f"max {_fmt(self.lag_ms_max, 2)}",
                 f"  wrote {self.records_written} log records in {len(self.log_keys)} objects under "
                 f"{layout.RAW_LOGS_PREFIX}",
+                *self._shortfall(),
             ]
         )
+
+    def _shortfall(self) -> list[str]:
+        """An honest line when the asked rate was not reached (more than 5% short of this schedule)."""
+        if self.sent < 2 or not self.scheduled_rate or self.achieved_rate >= 0.95 * self.scheduled_rate:
+            return []
+        return [
+            f"  NOTE: the asked rate was not reached ({self.achieved_rate:.1f}/s of {self.scheduled_rate:.1f}/s): "
+            f"the endpoint or --concurrency {self.concurrency} held it back (scheduling lag p99 "
+            f"{_fmt(self.lag_ms_p99, 0)} ms); raise --concurrency or run several simulators on different sets"
+        ]
 
 
 # -- log writing ----------------------------------------------------------------------------------

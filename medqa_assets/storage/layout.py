@@ -70,6 +70,11 @@ def retraining_metadata_key(version: str) -> str:
     return f"{TRANSFORMED_PREFIX}{version}/metadata.json"
 
 
+def identities_key(version: str) -> str:
+    """The identities (16 bytes each, sorted) of every record version N accounted for."""
+    return f"{TRANSFORMED_PREFIX}{version}/identities.bin"
+
+
 def manifest_key(version: str) -> str:
     """The claim of a version: which raw files (with sizes and sha256) make it up."""
     return f"{TRANSFORMED_PREFIX}{version}/manifest.json"

@@ -354,7 +354,9 @@ class ObjectStore:
         infos, ignored = [], []
         for entry in entries.values():
             key = self._key_of(entry["name"])
-            if entry.get("type", "file") != "file" or key.endswith("/"):
+            if entry.get("type", "file") != "file":
+                continue  # a common prefix some servers list as a folder: S3 has no folders
+            if key.endswith("/"):
                 ignored.append(IgnoredEntry(key, "folder marker, not a file"))
             elif os.path.basename(key).startswith(TEMP_PREFIX):
                 ignored.append(IgnoredEntry(key, "temporary name (.tmp-*)"))
@@ -531,15 +533,22 @@ class ObjectStore:
         """
         digest = hashlib.sha256()
         written = 0
-        with self.open_read(source) as reader, self.open_write(destination) as writer:
-            reader.seek(start)
-            while written < end - start:
-                block = reader.read(min(COPY_BLOCK_BYTES, end - start - written))
-                if not block:
-                    raise ConcurrentUpdate(f"{source} shrank while it was copied")
-                writer.write(block)
-                digest.update(block)
-                written += len(block)
+        try:
+            with self.open_read(source) as reader, self.open_write(destination) as writer:
+                reader.seek(start)
+                while written < end - start:
+                    block = reader.read(min(COPY_BLOCK_BYTES, end - start - written))
+                    if not block:
+                        raise ConcurrentUpdate(f"{source} shrank while it was copied")
+                    writer.write(block)
+                    digest.update(block)
+                    written += len(block)
+        except (ConcurrentUpdate, FileNotFoundError, StoreError):
+            raise
+        except Exception as error:
+            if s3_error_code(error) in PRECONDITION_FAILED:  # replaced since it was opened
+                raise ConcurrentUpdate(f"{source} was replaced while it was copied") from error
+            raise
         return digest.hexdigest(), written
 
     def sweep_temporary_files(self, prefix: str, older_than_s: float = 3600) -> int:
