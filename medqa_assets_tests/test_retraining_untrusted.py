@@ -436,8 +436,9 @@ def test_a_large_log_file_is_built_in_bounded_memory(tmp_path: Path) -> None:
     small_peak, small_records = _peak_mb_building(64, tmp_path)  # two pieces: the per-piece cost is in
     large_peak, large_records = _peak_mb_building(256, tmp_path)
     assert large_records > 3.5 * small_records
-    # what grows is only the set of record digests for duplicate removal (bench/memory.py: 1 GB -> 1.0 GB peak)
-    assert large_peak - small_peak < 0.75 * (256 - 64), (small_peak, large_peak)
+    # what grows is only what duplicate removal keeps per record (about 100 bytes; parsing the whole
+    # file at once grew by 9 bytes per byte of file); bench/memory.py: a 1 GB file peaks at 1.15 GB
+    assert large_peak - small_peak < 1.0 * (256 - 64), (small_peak, large_peak)
 
 
 def test_the_serving_apps_own_appending_logger_loses_nothing_while_ticks_run(

@@ -141,6 +141,7 @@ def test_a_batch_of_failures_and_timeouts_publishes_no_rows_and_keeps_the_tracke
         assert tick(instance) == {"v2": True}
     metadata = store.read_json(layout.retraining_metadata_key("v2"))
     assert metadata["records_out"] == 0 and metadata["rejections"] == {"non_answer": 5}
+    assert metadata["has_rows"] is False
     assert read_tracker(store) == 1  # still the newest version with rows
     assert store.list(layout.RAW_LOGS_PREFIX) == []  # processed and archived all the same
     assert store.list(layout.archive_prefix("v2"))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
 
+import numpy as np
 import orjson
 
 from medqa_assets.retraining.control import (
@@ -41,6 +42,7 @@ from medqa_assets.retraining.transforms import (
     ChunkResult,
     FileOutcome,
     dropped_fields,
+    sorted_identities,
     transform_files,
 )
 from medqa_assets.settings import Settings
@@ -217,23 +219,19 @@ def _merge_outcomes(outcomes: list[FileOutcome]) -> dict[str, FileOutcome]:
     return merged
 
 
-IDENTITY_BYTES = 16
-
-
-def earlier_identities(store: ObjectStore, version: str) -> set[bytes]:
-    """Identities of every record the versions before ``version`` accounted for (all of them: 16 bytes
-    per record on disk, about 70 in memory while a version is built)."""
+def earlier_identities(store: ObjectStore, version: str) -> np.ndarray:
+    """Identities of every record the versions before ``version`` accounted for (all of them:
+    16 bytes per record, on disk and in memory while a version is built), sorted."""
     number = version_number(version)
-    identities: set[bytes] = set()
+    parts = []
     for name in published_versions(store):
         if version_number(name) >= number:
             continue
         try:
-            data = store.read_bytes(identities_key(name))
+            parts.append(store.read_bytes(identities_key(name)))
         except FileNotFoundError:
             continue
-        identities.update(data[i : i + IDENTITY_BYTES] for i in range(0, len(data), IDENTITY_BYTES))
-    return identities
+    return sorted_identities(b"".join(parts))
 
 
 def is_published(store: ObjectStore, version: str) -> bool:
@@ -291,6 +289,7 @@ def build_version(
         "created": manifest.get("created"),
         "records_in": records_in,
         "records_out": accumulator.records_out,
+        "has_rows": accumulator.records_out > 0,  # False: archived, but version_tracker.txt does not move to it
         "quarantined": sum(rejections.values()),
         "duplicates_removed": accumulator.duplicates,
         "already_published": accumulator.already_published,
@@ -311,7 +310,7 @@ def build_version(
         + metadata["duplicates_removed"]
         + metadata["already_published"]
     )
-    store.write_bytes(identities_key(version), b"".join(sorted(accumulator.identities)))
+    store.write_bytes(identities_key(version), accumulator.identities_bytes())
     for entry in entries:  # unusable snapshots go to quarantine, with the reason (never their content)
         outcome = by_key.get(entry["key"])
         if entry["status"] == "snapshot" and outcome is not None and outcome.unparseable_reason:

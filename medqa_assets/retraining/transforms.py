@@ -264,39 +264,52 @@ def transform_files(
     return result
 
 
+IDENTITY_DTYPE = "S16"  # 16-byte identities, compared as fixed-width byte strings
+
+
+def sorted_identities(data: bytes) -> np.ndarray:
+    """Identities stored back to back (16 bytes each) as a sorted array, for :func:`np.searchsorted`."""
+    usable = len(data) - len(data) % 16  # a damaged tail is ignored, never misread
+    return np.unique(np.frombuffer(data[:usable], dtype=IDENTITY_DTYPE))
+
+
 @dataclass
 class BatchAccumulator:
     """Merges chunk results in order. A record an earlier version already accounted for (same
     identity) is skipped as ``already_published``; of the rest, exact question/answer duplicates
-    across the version are removed. ``identities`` collects every record this version accounts
-    for, for the versions after it."""
+    across the version are removed. The identities of every record this version accounts for are
+    kept (16 bytes each) for the versions after it."""
 
-    published: set[bytes] = field(default_factory=set)  # identities of earlier versions
+    published: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=IDENTITY_DTYPE))  # sorted
     seen: set[int] = field(default_factory=set)
-    identities: set[bytes] = field(default_factory=set)
+    identity_parts: list[np.ndarray] = field(default_factory=list)
     records_out: int = 0
     duplicates: int = 0
     already_published: int = 0
 
-    def _is_new(self, identity: bytes) -> bool | None:
-        """True: new; False: seen in this version; None: an earlier version had it."""
-        if identity in self.published:
-            self.already_published += 1
-            return None
-        if identity in self.identities:
-            return False
-        self.identities.add(identity)
-        return True
+    def _earlier(self, identities: list[bytes]) -> np.ndarray:
+        """Which of ``identities`` an earlier version accounted for (vectorized binary search)."""
+        values = np.array(identities, dtype=IDENTITY_DTYPE)
+        if not len(self.published) or not len(values):
+            return np.zeros(len(values), dtype=bool)
+        where = np.minimum(np.searchsorted(self.published, values), len(self.published) - 1)
+        return self.published[where] == values
+
+    def _account(self, identities: list[bytes], earlier: np.ndarray) -> None:
+        new = np.array(identities, dtype=IDENTITY_DTYPE)[~earlier]
+        if len(new):
+            self.identity_parts.append(new)
+        self.already_published += int(earlier.sum())
 
     def unique_lines(self, chunk: ChunkResult) -> tuple[list[bytes], list[int]]:
         """Lines of ``chunk`` not seen before, and their positions within the chunk."""
+        earlier = self._earlier(chunk.identities)
+        self._account(chunk.identities, earlier)
         lines, positions = [], []
-        rows = zip(chunk.lines, chunk.hashes.tolist(), chunk.identities, strict=True)
-        for position, (line, digest, identity) in enumerate(rows):
-            new = self._is_new(identity)
-            if new is None:
+        for position, (line, digest) in enumerate(zip(chunk.lines, chunk.hashes.tolist(), strict=True)):
+            if earlier[position]:
                 continue
-            if not new or digest in self.seen:
+            if digest in self.seen:
                 self.duplicates += 1
                 continue
             self.seen.add(digest)
@@ -307,16 +320,16 @@ class BatchAccumulator:
 
     def new_rejected(self, chunk: ChunkResult) -> list[dict[str, Any]]:
         """Rejected records not accounted for before (a record that arrives again is not quarantined twice)."""
-        kept = []
-        for entry in chunk.rejected:
-            new = self._is_new(entry.pop("_identity"))
-            if new is None:
-                continue
-            if not new:
-                self.duplicates += 1
-                continue
-            kept.append(entry)
-        return kept
+        identities = [entry.pop("_identity") for entry in chunk.rejected]
+        earlier = self._earlier(identities)
+        self._account(identities, earlier)
+        return [entry for entry, done in zip(chunk.rejected, earlier.tolist(), strict=True) if not done]
+
+    def identities_bytes(self) -> bytes:
+        """This version's identities, sorted and unique, back to back."""
+        if not self.identity_parts:
+            return b""
+        return np.unique(np.concatenate(self.identity_parts)).tobytes()
 
 
 def dropped_fields(fields_seen: set[str]) -> list[str]:
