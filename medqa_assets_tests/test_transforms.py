@@ -226,3 +226,17 @@ def test_non_answers_are_rejected_with_their_own_reason() -> None:
     configured = transform_files([("k", data, False)], non_answers=("service busy",))
     assert configured.rejections == {"non_answer": 4}  # the timeout text is no longer listed, "service busy" is
     assert sorted(json.loads(line)["question"] for line in configured.lines) == ["q1", "q5"]
+
+
+def test_rejected_records_are_scrubbed_before_they_are_quarantined() -> None:
+    records = [
+        {"question": "My SSN is 123-45-6789, mail jo@example.com", "answer": "   "},  # non_answer
+        {"question": "Call me at 555-123-4567", "answer": "ok", "timestamp": "not a time"},
+    ]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in records) + b'{"question": "ssn 987-65-4321" broken\n'
+    result = transform_files([("k", data, False)])
+    stored = " ".join(entry["record"] for entry in result.rejected)
+    assert len(result.rejected) == 3
+    for secret in ("123-45-6789", "jo@example.com", "555-123-4567", "987-65-4321"):
+        assert secret not in stored
+    assert "[SSN]" in stored and "[EMAIL]" in stored and "[PHONE]" in stored

@@ -26,7 +26,7 @@ from medqa_assets.retraining.parsing import (
     UnparseableFile,
     parse_log_bytes,
 )
-from medqa_assets.retraining.pii import PII_KINDS, scrub_array
+from medqa_assets.retraining.pii import PII_KINDS, scrub_array, scrub_texts
 from medqa_assets.text import collapse_whitespace
 
 # Answers that are not answers (compared case-insensitively after whitespace is collapsed); the
@@ -261,7 +261,16 @@ def transform_files(
         records.extend(parsed.records)
         sources.extend([key] * len(parsed.records))
     transform_records(records, sources, result, non_answers)
+    _scrub_rejected(result)
     return result
+
+
+def _scrub_rejected(result: ChunkResult) -> None:
+    """A rejected record is stored (quarantine) and shown (dashboard): scrubbed like training text."""
+    if result.rejected:
+        scrubbed, _ = scrub_texts([entry["record"] for entry in result.rejected])
+        for entry, text in zip(result.rejected, scrubbed, strict=True):
+            entry["record"] = text
 
 
 IDENTITY_DTYPE = "S16"  # 16-byte identities, compared as fixed-width byte strings
