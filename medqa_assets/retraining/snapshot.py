@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from medqa_assets.retraining.control import (
@@ -41,6 +42,7 @@ from medqa_assets.storage.object_store import ConcurrentUpdate, ObjectStore
 
 TAIL_LOOKBACK_BYTES = 1024 * 1024
 SNAPSHOT_ATTEMPTS = 5
+SNAPSHOT_THREADS = 16
 TEMP_FILE_AGE_S = 3600.0
 
 
@@ -170,7 +172,11 @@ def prepare_version(
     elif decision is not None and decision.decision_id != claim.decision_id:
         raise VersionRefused(f"{version} was claimed by another tick's decision; this run stops")
     ledger = read_ledger(store)
-    files = [snapshot_file(store, version, f, ledger.get(f.key), settle_seconds) for f in claim.files]
+    # files are independent: on S3 each is several round trips, so overlap them
+    with ThreadPoolExecutor(max_workers=SNAPSHOT_THREADS if store.is_s3 else 1) as pool:
+        files = list(
+            pool.map(lambda f: snapshot_file(store, version, f, ledger.get(f.key), settle_seconds), claim.files)
+        )
     manifest = {
         "version": version,
         "decision_id": claim.decision_id,
