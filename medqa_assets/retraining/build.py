@@ -47,6 +47,7 @@ from medqa_assets.retraining.transforms import (
 )
 from medqa_assets.settings import Settings
 from medqa_assets.storage.layout import (
+    archive_prefix,
     identities_key,
     production_set_key,
     quarantine_prefix,
@@ -103,22 +104,30 @@ class WorkItem:
         return (self.end if self.end is not None else self.size) - self.start
 
 
-def snapshot_location(store: ObjectStore, version: str, entry: dict[str, Any]) -> str:
-    """Where a snapshot is now: in the archive, or already moved to quarantine by an earlier attempt."""
-    if store.exists(entry["archive_key"]):
-        return entry["archive_key"]
-    moved = quarantined_file_key(version, entry["key"])
-    if store.exists(moved):
-        return moved
-    raise ManifestMismatch(f"the snapshot of {entry['key']} for {version} is in neither archive nor quarantine")
+def snapshot_locations(store: ObjectStore, version: str, entries: list[dict[str, Any]]) -> dict[str, str]:
+    """Raw key -> where its snapshot is now: in the archive, or already moved to quarantine by an
+    earlier attempt. Two listings for the whole version, not a lookup per file."""
+    present = {info.key for info in store.list(archive_prefix(version))}
+    present |= {info.key for info in store.list(quarantine_prefix(version) + "files/")}
+    locations = {}
+    for entry in entries:
+        if entry.get("status") != "snapshot":
+            continue
+        moved = quarantined_file_key(version, entry["key"])
+        location = entry["archive_key"] if entry["archive_key"] in present else moved if moved in present else None
+        if location is None:
+            raise ManifestMismatch(f"the snapshot of {entry['key']} for {version} is in neither archive nor quarantine")
+        locations[entry["key"]] = location
+    return locations
 
 
 def work_items(store: ObjectStore, version: str, entries: list[dict[str, Any]]) -> list[WorkItem]:
     items = []
+    locations = snapshot_locations(store, version, entries)
     for entry in entries:
-        if entry.get("status") != "snapshot":
+        if entry["key"] not in locations:
             continue
-        item = WorkItem(entry["key"], snapshot_location(store, version, entry), entry["sha256"], entry["size"])
+        item = WorkItem(entry["key"], locations[entry["key"]], entry["sha256"], entry["size"])
         if item.size <= PIECE_BYTES or store.read_range(item.snapshot, 0, 64).lstrip()[:1] == b"[":
             items.append(item)
             continue
