@@ -18,6 +18,8 @@ MLFLOW_TRACKING_URI_VAR = "MLFLOW_TRACKING_URI"
 SENSOR_SETTLE_SECONDS_VAR = "MEDQA_SENSOR_SETTLE_SECONDS"
 RETIRE_AFTER_SECONDS_VAR = "MEDQA_RETIRE_AFTER_SECONDS"
 NON_ANSWER_TEXTS_VAR = "MEDQA_NON_ANSWER_TEXTS"
+PII_ALLOWLIST_VAR = "MEDQA_PII_ALLOWLIST"
+RAW_RETENTION_DAYS_VAR = "MEDQA_RAW_RETENTION_DAYS"
 
 DEFAULT_STORE_URL = "object_store"
 DEFAULT_PRODUCTION_SETS = 5
@@ -26,6 +28,8 @@ DEFAULT_SETTLE_SECONDS = 5.0
 # A consumed raw file is deleted only after nobody wrote to it for this long: a writer holding
 # the file open may still append, and those bytes must reach a later version.
 DEFAULT_RETIRE_AFTER_SECONDS = 600.0
+# Raw inputs (snapshots of production logs, quarantined files) are deleted after this many days.
+DEFAULT_RAW_RETENTION_DAYS = 30
 
 
 class ConfigurationError(ValueError):
@@ -58,7 +62,7 @@ def _non_negative_float(name: str, default: float) -> float:
     return value
 
 
-def _text_list(name: str) -> tuple[str, ...] | None:
+def _text_list(name: str, example: str = "Timed out waiting ...") -> tuple[str, ...] | None:
     """A JSON array of strings, e.g. '["Timed out waiting for model response.", "Service busy"]'."""
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -68,7 +72,7 @@ def _text_list(name: str) -> tuple[str, ...] | None:
     except ValueError:
         value = None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ConfigurationError(f"{name} must be a JSON array of strings, e.g. {name}='[\"Timed out waiting ...\"]'")
+        raise ConfigurationError(f"{name} must be a JSON array of strings, e.g. {name}='[\"{example}\"]'")
     return tuple(value)
 
 
@@ -84,6 +88,8 @@ class Settings:
     sensor_settle_seconds: float = DEFAULT_SETTLE_SECONDS
     retire_after_seconds: float = DEFAULT_RETIRE_AFTER_SECONDS
     non_answer_texts: tuple[str, ...] | None = None  # None: the platform's default list
+    pii_allowlist: tuple[str, ...] = ()  # public numbers, domains, e-mails kept besides the defaults
+    raw_retention_days: int = DEFAULT_RAW_RETENTION_DAYS
     # Credentials are read here only so they can be handed to the S3 client; never logged.
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
@@ -99,6 +105,8 @@ class Settings:
             sensor_settle_seconds=_non_negative_float(SENSOR_SETTLE_SECONDS_VAR, DEFAULT_SETTLE_SECONDS),
             retire_after_seconds=_non_negative_float(RETIRE_AFTER_SECONDS_VAR, DEFAULT_RETIRE_AFTER_SECONDS),
             non_answer_texts=_text_list(NON_ANSWER_TEXTS_VAR),
+            pii_allowlist=_text_list(PII_ALLOWLIST_VAR, "1-800-555-0100") or (),
+            raw_retention_days=_positive_int(RAW_RETENTION_DAYS_VAR, DEFAULT_RAW_RETENTION_DAYS),
             aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
         )

@@ -1,0 +1,1 @@
+"""Personal data: finding it in text and replacing it with its kind (``[NAME]``, ``[PHONE]``, ...)."""
