@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from medqa_assets.privacy.scrub import scrub_value
 from medqa_assets.splitting.schemas import ValidationReport, validate_frame
 
 SCHEMA_CHECK = "schema"
@@ -25,7 +26,8 @@ def schema_check_result(asset_key: dg.AssetKey, report: ValidationReport) -> dg.
             "rows": report.rows,
             "failure_count": report.failure_count,
             "failures_by_check": dg.MetadataValue.json(report.failures_by_check),
-            "failure_sample": dg.MetadataValue.json(report.failure_sample),
+            # failing values are data: scrubbed like everything stored outside raw/
+            "failure_sample": dg.MetadataValue.json(scrub_value(report.failure_sample)),
         },
     )
 

@@ -141,7 +141,7 @@ def version_metadata(version: str, rows: int, data: bytes, created: datetime, *,
         "quarantined": quarantined,
         "duplicates_removed": 5,
         "rejections": {"missing_question": 2, "not_an_object": 1},
-        "pii_redactions": {"email": 4, "phone": 2, "ssn": 0, "url": 7, "date_of_birth": 1},
+        "pii_redactions": {"email": 4, "phone": 2, "ssn": 0, "url": 7, "date": 1},
         "source_files": [
             {
                 "key": f"{layout.archive_prefix(version)}log-{i}.jsonl",

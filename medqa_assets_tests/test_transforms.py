@@ -1,4 +1,4 @@
-"""Pure transforms, without Dagster or storage: cleaning, splitting, PII scrubbing, log parsing."""
+"""Pure transforms, without Dagster or storage: cleaning, splitting, log parsing (PII: test_privacy.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 
 from medqa_assets.medquad.xml_reader import LAVITA_COLUMNS
 from medqa_assets.retraining.parsing import UnparseableFile, parse_log_bytes
-from medqa_assets.retraining.pii import scrub_texts
 from medqa_assets.retraining.transforms import transform_files
 from medqa_assets.splitting.transforms import (
     EmptyResultError,
@@ -113,46 +112,6 @@ def test_production_sets_partition_the_evaluation_split() -> None:
     assert list(sets) == ["set1", "set2", "set3", "set4"]
     assert production_sets_coverage(evaluation, sets) == {"missing": 0, "in_several_sets": 0, "not_in_evaluation": 0}
     assert all(len(s) > 0 for s in sets.values())
-
-
-# A labelled set: (text, kinds that must be redacted). Recall is measured per labelled item.
-PII_LABELLED = [
-    ("write to jane.doe@example.com please", {"email"}),
-    ("my email is J.Smith+meds@mail.co.uk", {"email"}),
-    ("call me on 555-867-5309", {"phone"}),
-    ("phone (212) 555-0199 after 5pm", {"phone"}),
-    ("reach me at +1 415.555.2671", {"phone"}),
-    ("my ssn is 123-45-6789", {"ssn"}),
-    ("SSN 078 05 1120 on file", {"ssn"}),
-    ("DOB: 03/14/1985, allergic to penicillin", {"date_of_birth"}),
-    ("I was born on March 3, 1990", {"date_of_birth"}),
-    ("date of birth 1975-07-21", {"date_of_birth"}),
-    ("birthday 4 July 1960", {"date_of_birth"}),
-    ("see https://portal.example.org/patients/84721 for my chart", {"url"}),
-    ("results at https://labs.example.com/view?patient_id=99812&token=abc", {"url"}),
-    ("profile www.mysite.com/u/janedoe", {"url"}),
-    ("email a@b.io and phone 555-123-4567", {"email", "phone"}),
-]
-NOT_PII = [
-    "Adults need 7 to 9 hours of sleep; take 2 tablets every 4 hours.",
-    "Read more at https://www.cancer.gov/types/leukemia/patient/adult-all-treatment-pdq",
-    "Call the NCI's Cancer Information Service at 1-800-4-CANCER.",
-    "In 1985, researchers found the gene on chromosome 11.",
-    "Newborn screening happens at birth in every state.",
-]
-
-
-def test_pii_recall_on_a_labelled_set_and_no_false_alarms() -> None:
-    scrubbed, counts = scrub_texts([text for text, _ in PII_LABELLED])
-    found = 0
-    for (_text, kinds), clean in zip(PII_LABELLED, scrubbed, strict=True):
-        markers = {"email": "[EMAIL]", "phone": "[PHONE]", "ssn": "[SSN]", "date_of_birth": "[DOB]", "url": "[URL]"}
-        found += all(markers[kind] in clean for kind in kinds)
-    recall = found / len(PII_LABELLED)
-    assert recall >= 0.95, (recall, scrubbed)
-    untouched, no_counts = scrub_texts(NOT_PII)
-    assert untouched == NOT_PII and sum(no_counts.values()) == 0
-    assert counts["email"] == 3 and counts["ssn"] == 2
 
 
 @pytest.mark.parametrize(

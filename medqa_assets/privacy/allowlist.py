@@ -51,7 +51,16 @@ TOLL_FREE_AREA_CODES = frozenset({"800", "833", "844", "855", "866", "877", "888
 PUBLIC_EXCHANGES = frozenset({"301-496", "301-402", "301-435", "301-443", "301-451", "301-480", "301-592", "301-594"})
 # Street addresses and ZIP codes of the agencies MedQuAD answers send letters to (NIH's campus,
 # the National Library of Medicine, CDC, FDA).
-PUBLIC_ADDRESSES = frozenset({"31 center drive", "9000 rockville pike", "8600 rockville pike", "1600 clifton road", "10903 new hampshire avenue", "6001 executive boulevard"})
+PUBLIC_ADDRESSES = frozenset(
+    {
+        "31 center drive",
+        "9000 rockville pike",
+        "8600 rockville pike",
+        "1600 clifton road",
+        "10903 new hampshire avenue",
+        "6001 executive boulevard",
+    }
+)
 PUBLIC_POSTCODES = frozenset({"20892", "20894", "20814", "20857", "30329", "30333", "20993", "20201", "20850", "20852"})
 
 

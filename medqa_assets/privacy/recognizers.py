@@ -133,7 +133,9 @@ def _url_host_and_path(url: str) -> tuple[str, str]:
     bare = re.sub(r"^(?:https?://)", "", url, flags=re.IGNORECASE)
     host, _, rest = bare.partition("/")
     host = host.split("?")[0].split("#")[0].split(":")[0]
-    return host.lower(), "/" + rest if rest or bare.endswith("/") else ("?" + bare.split("?", 1)[1] if "?" in host else "")
+    return host.lower(), "/" + rest if rest or bare.endswith("/") else (
+        "?" + bare.split("?", 1)[1] if "?" in host else ""
+    )
 
 
 def url_is_personal(url: str, before: str, allow: AllowList) -> bool:
@@ -143,7 +145,13 @@ def url_is_personal(url: str, before: str, allow: AllowList) -> bool:
         return False
     identifying = bool(_IDENTIFYING_QUERY.search(url)) or bool(_IDENTIFYING_PATH.search(path))
     if allow.domain_is_public(host):
-        return bool(re.search(r"/~|/(?:users?|profiles?|members?)/[^/?#]|/patients?/\d|[?&](?:[\w-]*id|user|token|session|mrn)=", url, re.I))
+        return bool(
+            re.search(
+                r"/~|/(?:users?|profiles?|members?)/[^/?#]|/patients?/\d|[?&](?:[\w-]*id|user|token|session|mrn)=",
+                url,
+                re.I,
+            )
+        )
     if _PERSONAL_HOSTING.search(host):
         return True
     if _PROFILE_HOSTS.search(host):
@@ -237,8 +245,10 @@ def _phone_is_plausible(value: str, cued: bool) -> bool:
     if re.fullmatch(r"\d{3}-\d{4}", value):
         return cued
     national = digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
-    if len(national) == 10 and national[0] in "23456789" and national[3] in "23456789" and not value.startswith("0"):
-        return True
+    if len(national) == 10 and national[0] in "23456789" and not value.startswith("0"):
+        # 415-555-0132 and (415) 555-0132 are phone numbers by their shape; ten bare digits need a
+        # valid exchange or a word such as "call" before them
+        return cued or national[3] in "23456789" or not value.isdigit()
     if not value.lstrip("(").startswith("0"):
         return False
     for region in _PHONE_REGIONS[1:]:
@@ -301,7 +311,11 @@ def _find_labelled(pattern: re.Pattern[str], kind: str, text: str, allow: AllowL
             continue  # a year, a toll-free number
         start = match.start("value")
         end = start + len(value)
-        if kind == DEVICE_ID and match.group("cue").lower() in {"sn", "s/n"} and match.start("value") - match.end("cue") <= 2:
+        if (
+            kind == DEVICE_ID
+            and match.group("cue").lower() in {"sn", "s/n"}
+            and match.start("value") - match.end("cue") <= 2
+        ):
             start = match.start("cue")  # "SN 2217-44B9": the prefix is part of the serial as written
         yield start, end, kind
 
@@ -349,7 +363,9 @@ _PERSON_WORDS = re.compile(
 
 
 def _sentence(text: str, start: int, end: int) -> str:
-    left = max(text.rfind(". ", 0, start), text.rfind("\n", 0, start), text.rfind("? ", 0, start), text.rfind("! ", 0, start))
+    left = max(
+        text.rfind(". ", 0, start), text.rfind("\n", 0, start), text.rfind("? ", 0, start), text.rfind("! ", 0, start)
+    )
     right = min((i for i in (text.find(". ", end), text.find("\n", end)) if i >= 0), default=len(text))
     return text[left + 1 : right]
 
@@ -362,7 +378,9 @@ def find_dates(text: str, allow: AllowList) -> Iterator[Span]:
         if re.fullmatch(r"\d{1,2}[.-]\d{1,2}[.-]\d{2}", value):
             continue  # 1.2.10, 3-6-12: more often ranges and versions than dates
         before = _before(text, match.start(), 30)
-        if _PUBLIC_DATE_CUE.search(text[max(0, match.start() - 30) : match.start()]) or re.match(r"[;:]\s*\d", text[match.end() : match.end() + 4]):
+        if _PUBLIC_DATE_CUE.search(text[max(0, match.start() - 30) : match.start()]) or re.match(
+            r"[;:]\s*\d", text[match.end() : match.end() + 4]
+        ):
             continue  # a citation's or a public event's date
         before = _before(text, match.start(), 45)
         strong_cue = _STRONG_DATE_CUE.search(before)
@@ -379,7 +397,9 @@ def find_dates(text: str, allow: AllowList) -> Iterator[Span]:
         if _PUBLIC_DATE_CUE.search(text[max(0, match.start() - 30) : match.start()]):
             continue
         if month_year:
-            if re.search(r"\b(?:diagnosed|dx|since|born|died|passed\s+away|admitted|discharged)\b[^.;\n]{0,12}$", before):
+            if re.search(
+                r"\b(?:diagnosed|dx|since|born|died|passed\s+away|admitted|discharged)\b[^.;\n]{0,12}$", before
+            ):
                 yield match.start(), match.end(), DATE
             continue
         if value[0].isalpha() and value[0].islower():
@@ -409,10 +429,15 @@ def find_ages(text: str, allow: AllowList) -> Iterator[Span]:
         before = _before(text, match.start(), 30)
         if group == "a":
             cue = match.group()[: match.start(group) - match.start()].strip().lower()
-            if cue in {"is", "was", "'s", "’s", "at", "of"} and not re.search(rf"\b{_PERSON}\b[^.!?\d]{{0,25}}$", before + cue):
+            if cue in {"is", "was", "'s", "’s", "at", "of"} and not re.search(
+                rf"\b{_PERSON}\b[^.!?\d]{{0,25}}$", before + cue
+            ):
                 if not (cue == "at" and re.match(r"\s*,", text[end:])):
                     continue
-        if re.search(r"\b(?:fever|temperature|temp|above|below|over|under|up\s+to|until|by|after|before)\b\W*(?:age\s+)?$", before):
+        if re.search(
+            r"\b(?:fever|temperature|temp|above|below|over|under|up\s+to|until|by|after|before)\b\W*(?:age\s+)?$",
+            before,
+        ):
             continue  # 101F is a fever; "up to age 90" is a rule, not a person
         yield start, end, AGE
 
@@ -436,7 +461,9 @@ _STREET_PREFIXED = re.compile(
     rf"\b\d{{1,5}}\s+(?i:rue|calle|avenida|via|viale|avenue|boulevard|chemin|rua|carrer)\s+(?:[{_LETTER}'’-]+\s?){{1,4}}"
     rf"|\b[{_UPPER}][{_LOWER}]+(?:straße|strasse|weg|gasse|allee|platz|damm)\s+\d{{1,4}}[a-z]?"
 )
-_STREET_CUED = re.compile(rf"(?i:\b(?:live|lives|living|i'm|im|we're|at|address(?:\s+is)?:?)\s+(?:at\s+)?)(?P<value>\d{{1,5}}[A-Za-z]?\s+[{_UPPER}][{_LOWER}]+)(?=,)")
+_STREET_CUED = re.compile(
+    rf"(?i:\b(?:live|lives|living|i'm|im|we're|at|address(?:\s+is)?:?)\s+(?:at\s+)?)(?P<value>\d{{1,5}}[A-Za-z]?\s+[{_UPPER}][{_LOWER}]+)(?=,)"
+)
 _POSTCODES = re.compile(
     r"\b[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}\b"  # UK
     r"|\b[A-Z]\d[A-Z]\s\d[A-Z]\d\b"  # Canada
@@ -461,7 +488,10 @@ def find_addresses(text: str, allow: AllowList) -> Iterator[Span]:
         streets.append(match.span("value"))
     for start, end in streets:
         yield start, end, ADDRESS
-        tail = re.match(r"[,\s]+(?:[{0}][{1}.'-]+\s?){{0,3}},?\s*(?:[A-Z]{{2,3}}\s+)?(\d{{4,5}}(?:-\d{{4}})?)\b".format(_UPPER, _LETTER), text[end : end + 60])
+        tail = re.match(
+            rf"[,\s]+(?:[{_UPPER}][{_LETTER}.'-]+\s?){{0,3}},?\s*(?:[A-Z]{{2,3}}\s+)?(\d{{4,5}}(?:-\d{{4}})?)\b",
+            text[end : end + 60],
+        )
         if tail:
             yield end + tail.start(1), end + tail.end(1), ADDRESS
     for match in _POSTCODES.finditer(text):
@@ -496,17 +526,185 @@ _NAME_WORD = rf"(?:O['’]|Mc|Mac|D['’])?[{_UPPER}][{_LOWER}]+(?:[-'’][{_UPP
 _NAME_CHAIN = rf"{_NAME_WORD}(?:\s(?:{_NAME_WORD}))" + "{0,3}"
 # Capitalized words that follow a cue but are not names (besides MedQuAD's lower-case words).
 NOT_NAMES = frozenset(
-    """
-    i i'm im a an the my your our his her their its this that these those it he she they we you me him them
-    is are was were be been am do does did can could should would will may might must shall have has had not no
-    yes ok okay so just also please thanks thank sorry fine good well great here there again new now today
-    what when where why how who which if and or but because about after before for from in into of on to with
-    at by as up out over under hi hello hey dear all any some one two three four five six seven eight nine ten
-    doctor doc nurse patient pt dr mr mrs ms mum mom dad father mother son daughter wife husband sister brother
-    organisation organization foundation association society institute center centre network alliance
-    monday tuesday wednesday thursday friday saturday sunday january february march april may june july august
-    september october november december medicare medicaid nhs er ed icu gp hiv covid tylenol advil
-    """.split()
+    [
+        "i",
+        "i'm",
+        "im",
+        "a",
+        "an",
+        "the",
+        "my",
+        "your",
+        "our",
+        "his",
+        "her",
+        "their",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "he",
+        "she",
+        "they",
+        "we",
+        "you",
+        "me",
+        "him",
+        "them",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "am",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "may",
+        "might",
+        "must",
+        "shall",
+        "have",
+        "has",
+        "had",
+        "not",
+        "no",
+        "yes",
+        "ok",
+        "okay",
+        "so",
+        "just",
+        "also",
+        "please",
+        "thanks",
+        "thank",
+        "sorry",
+        "fine",
+        "good",
+        "well",
+        "great",
+        "here",
+        "there",
+        "again",
+        "new",
+        "now",
+        "today",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "who",
+        "which",
+        "if",
+        "and",
+        "or",
+        "but",
+        "because",
+        "about",
+        "after",
+        "before",
+        "for",
+        "from",
+        "in",
+        "into",
+        "of",
+        "on",
+        "to",
+        "with",
+        "at",
+        "by",
+        "as",
+        "up",
+        "out",
+        "over",
+        "under",
+        "hi",
+        "hello",
+        "hey",
+        "dear",
+        "all",
+        "any",
+        "some",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "doctor",
+        "doc",
+        "nurse",
+        "patient",
+        "pt",
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "mum",
+        "mom",
+        "dad",
+        "father",
+        "mother",
+        "son",
+        "daughter",
+        "wife",
+        "husband",
+        "sister",
+        "brother",
+        "organisation",
+        "organization",
+        "foundation",
+        "association",
+        "society",
+        "institute",
+        "center",
+        "centre",
+        "network",
+        "alliance",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "medicare",
+        "medicaid",
+        "nhs",
+        "er",
+        "ed",
+        "icu",
+        "gp",
+        "hiv",
+        "covid",
+        "tylenol",
+        "advil",
+    ]
 )
 _EPONYM_AFTER = re.compile(
     rf"^(?:['’]s)?(?:\s+[{_UPPER}][\w'’-]*)*\s+(?i:disease|syndrome|sign|signs|score|scale|test|palsy|phenomenon|anomaly|"
@@ -533,7 +731,9 @@ _NAME_CUES: tuple[re.Pattern[str], ...] = (
     re.compile(rf"\b{_TITLE}\s+(?P<value>{_NAME_CHAIN})"),
     re.compile(rf"\b(?i:{_RELATION}),?\s+(?P<value>{_NAME_CHAIN})"),
     re.compile(rf"\b(?i:{_SELF}),?\s+(?P<value>{_NAME_CHAIN})"),
-    re.compile(rf"\b(?:Hi|Hello|Hey|Dear|Thanks|Thank\s+you|Namaste|Bonjour|Hola|Hallo|Hiya),?\s+(?P<value>{_NAME_CHAIN})"),
+    re.compile(
+        rf"\b(?:Hi|Hello|Hey|Dear|Thanks|Thank\s+you|Namaste|Bonjour|Hola|Hallo|Hiya),?\s+(?P<value>{_NAME_CHAIN})"
+    ),
     re.compile(
         rf"\b(?:Pt|pt|Patient|patient|PATIENT|Deceased|DECEASED|Intake|Registration|Guarantor|Resident|Caller|chart\s+of\s+pt)"
         rf"(?::\s+(?P<value>{_NAME_CHAIN})|\s+(?P<full>{_NAME_WORD}(?:\s{_NAME_CHAIN}|(?=\s*[(,]))))"
@@ -561,10 +761,14 @@ def _historical(text: str, start: int, end: int) -> bool:
     return bool(_HISTORICAL.search(text[max(0, start - 30) : start])) or bool(
         re.search(r"(?<![/.\d-])1(?:[5-8]\d|9[0-5])\d(?![/\d-])", _sentence(text, start, end))
     )
+
+
 _NAME_LABEL_LOWER = re.compile(rf"(?i:\b(?:pt|patient|name)\s*:)\s+(?P<value>[{_LOWER}]+(?:\s[{_LOWER}]+)?)\b")
 _NAME_SELF_LOWER = re.compile(rf"\b(?:im|i'm|i am|my name is|hi|hello|hey|thanks)\s+(?=(?P<value>[{_LOWER}]+)\b)")
 _NAME_VOCATIVE = re.compile(rf",\s+(?P<value>{_NAME_WORD})(?=[.!?]|$)")
-_VOCATIVE_CUE = re.compile(r"\b(?:thanks|thank you|sorry|hi|hello|dear|received|question|welcome|congratulations)\b", re.I)
+_VOCATIVE_CUE = re.compile(
+    r"\b(?:thanks|thank you|sorry|hi|hello|dear|received|question|welcome|congratulations)\b", re.I
+)
 _NAME_THEN_VERB = re.compile(
     rf"(?:^|(?<=[\s(\"“]))(?P<value>[{_UPPER}]?[{_LOWER}]{{2,}})(?=(?:['’]s\s+[{_LOWER}])|\s+(?:has|had|is|was|may|might|needs|becomes|"
     r"should|will|can|gets|got|said|says|wants|takes|keeps|feels|seems|started|keeps)\b)"
@@ -599,7 +803,9 @@ def find_names(text: str, allow: AllowList) -> Iterator[Span]:
     for pattern in _NAME_CUES:
         for match in pattern.finditer(text):
             group = next((g for g in ("named", "full") if match.groupdict().get(g)), "value")
-            if pattern is _RELATION_CUE and not _CUE_BEFORE_RELATION.search(text[max(0, match.start() - 20) : match.start()]):
+            if pattern is _RELATION_CUE and not _CUE_BEFORE_RELATION.search(
+                text[max(0, match.start() - 20) : match.start()]
+            ):
                 continue
             trimmed = _trim_name(text, match.start(group), match.end(group))
             if not trimmed or allow.value_is_public(text[trimmed[0] : trimmed[1]]):
@@ -609,7 +815,11 @@ def find_names(text: str, allow: AllowList) -> Iterator[Span]:
             ):
                 historical.add(text[trimmed[0] : trimmed[1]].split()[-1])
                 continue
-            if group == "named" and re.search(r"\b(?:brand|generic|trade|drug|chemical|common|scientific|product)\s+$", text[max(0, match.start() - 12) : match.start()], re.I):
+            if group == "named" and re.search(
+                r"\b(?:brand|generic|trade|drug|chemical|common|scientific|product)\s+$",
+                text[max(0, match.start() - 12) : match.start()],
+                re.I,
+            ):
                 continue
             yield trimmed[0], trimmed[1], NAME
     names = first_names()
@@ -626,7 +836,11 @@ def find_names(text: str, allow: AllowList) -> Iterator[Span]:
             yield match.start("value"), match.end("value"), NAME
     for match in _NAME_THEN_VERB.finditer(text):
         word = match.group("value")
-        if word.lower() not in names or (word[0].islower() and match.start() > 0) or _EPONYM_AFTER.match(text[match.end() : match.end() + 80]):
+        if (
+            word.lower() not in names
+            or (word[0].islower() and match.start() > 0)
+            or _EPONYM_AFTER.match(text[match.end() : match.end() + 80])
+        ):
             continue
         if _PREPOSITION_BEFORE.search(text[max(0, match.start() - 8) : match.start()]) or re.search(
             r"\b(?:st\.?|saint|san|santa)\s+$", text[max(0, match.start() - 7) : match.start()], re.IGNORECASE

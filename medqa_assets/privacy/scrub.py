@@ -1,22 +1,44 @@
 """Replacing personal data in text, string arrays and whole records.
 
-A vectorized RE2 pre-filter (pyarrow) picks the strings that hold a candidate of any kind (a
-number of a telling shape, an ``@``, a link, a cue word before a capitalized word...); only those
-go through the recognizers in Python, so the vast majority of strings cost one regex pass.
+Every recognizer has a trigger: a pattern that any value it finds must contain (a number of a
+telling shape, an ``@``, a link, a cue word before a capitalized word...). The triggers form one
+RE2 set (``google-re2``), matched once per distinct string; only the recognizers whose trigger
+fired run, in Python, so most strings cost one pass of a compiled automaton. Strings repeat a lot
+in chat logs (a model answers the same question the same way), so each distinct string is scrubbed
+once per batch, and strings already found clean are remembered (bounded) across batches.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import re2
 
 from medqa_assets.privacy.allowlist import AllowList
-from medqa_assets.privacy.recognizers import KINDS, PLACEHOLDERS, RECOGNIZERS, Span
+from medqa_assets.privacy.recognizers import (
+    ADDRESS,
+    AGE,
+    CARD,
+    DATE,
+    DEVICE_ID,
+    EMAIL,
+    ID_NUMBER,
+    IP,
+    KINDS,
+    NAME,
+    PHONE,
+    PLACEHOLDERS,
+    RECOGNIZERS,
+    SSN,
+    URL,
+    Span,
+)
 from medqa_assets.settings import Settings
 
 PII_KINDS: list[str] = list(KINDS)
@@ -33,35 +55,79 @@ _ID_WORDS = (
     "sozialversicherung|krankenversicherung|sécurité|securite|tax id|tin|ein|case|id|beneficiary|subscriber|"
     "serial|s/n|sn|imei|vin|plate|registration|transmitter|udi|mac|meid|esn|iccid|ssn|ss#|ss no|ss number"
 )
-# Every recognizer needs one of these somewhere in the string (RE2 syntax).
-CANDIDATE_PATTERN = "|".join(
-    [
-        r"@",
-        r"://|www\.|[a-zA-Z0-9]\.(?:com|net|org|io|me|ly|ee|gl|co|us|app|blog|tv|uk|de|fr|ca|au|in)\b",
-        r"\d{3}\)?[\s.\-]?\d{2}",  # phones, SSNs, cards, long ids
-        r"\+\d|\b0\d{1,4}[\s\-]\d{2}|\b\d{3}-\d{4}\b",  # international and national phone numbers
-        r"\d\.\d{1,3}\.\d{1,3}\.\d|[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:|::[0-9a-fA-F]",  # IPs
-        rf"\b\d{{1,2}}/\d{{1,2}}\b|\b\d{{1,2}}[.\-]\d{{1,2}}[.\-]\d{{2}}|(?i:\b(?:{_MONTHS})[a-z]*\.?\s+\d)",  # dates
-        r"(?i:\b(?:aged?|turned|turning|is|was|at|of|'s|’s)\s+(?:9\d|1[01]\d)\b)|\b(?:9\d|1[01]\d)\s*(?:y|-y|[MFmf]\b)"
-        r"|\((?:age )?(?:9\d|1[01]\d)\)|, (?:9\d|1[01]\d),",  # ages over 89
-        r"\b\d{1,5}[A-Za-z]?\s+(?:\S+\s+){0,3}(?i:st|street|ave|avenue|rd|road|blvd|boulevard|ln|lane|dr|drive|ct|court|"
-        r"way|pl|place|ter|terrace|cres|crescent|pkwy|parkway|hwy|highway|cir|circle|sq|square|trail|trl|row|close|"
-        r"mews|pike|walk|grove|gardens)\b|(?i:\d\s+(?:rue|calle|avenida|via|viale|chemin|rua|carrer)\s)"
-        r"|[a-zß](?:straße|strasse|weg|gasse|allee|platz|ring|damm)\s+\d",  # street addresses
-        r"\b[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}\b|\b[A-Z]\d[A-Z]\s\d[A-Z]\d\b|\b[A-Z]{2,3} \d{4,5}\b"
-        r"|(?i:zip|postal|postcode|post code|pin\s*code|plz|live in|living in|i'm in|im in|we're in|near)\W+\d",  # postcodes
-        rf"(?i:\b(?:{_ID_WORDS})\b)[^\n]{{0,30}}\d",  # labelled record numbers and serials
-        r"\b(?:Dr|Mr|Mrs|Ms|Mx|Miss|Prof|Sr|Sra|Mme|Herr|Frau)\.?\s+[A-ZÀ-Þ]",  # titles
-        rf"(?i:\b(?:{_RELATIONS}))(?:'s|’s)?,?\s+[A-ZÀ-Þ][a-zß-ÿ]",  # relatives
-        r"(?i:\b(?:my name|name is|name's|i am|i'm|i’m|this is|it's me|it’s me|ich bin|je suis|je m'appelle|me llamo|soy)),?\s+[A-ZÀ-Þ]",
-        r"\b(?:Hi|Hello|Hey|Dear|Thanks|Thank you|Namaste|Bonjour|Hola|Hallo|Hiya|Cheers|Regards|Best),?\s+[A-ZÀ-Þ]",
-        r"\b(?:Pt|pt|PT|Patient|patient|PATIENT|Name|NAME|name|Deceased|DECEASED|Intake|Registration|Guarantor|Resident|"
-        r"Client|Caller|Member|Subscriber|Attn|attention)[:.]?,?\s+[A-ZÀ-Þ]",
-        r"(?i:\b(?:pt|patient|name)\s*:)\s*[a-z]|\b(?:im|i'm|i am|hi|hello|hey|thanks)\s+[a-z]",  # lower-case names
-        r",\s+[A-ZÀ-Þ][a-zß-ÿ]+[.!?]|\b[A-ZÀ-Þ][a-zß-ÿ]+ and (?:I|me|my)\b",  # "Thanks for asking, Raj."
-        r"[A-ZÀ-Þ][a-zß-ÿ]+ [A-ZÀ-Þ][a-zß-ÿ\-]+, (?:\d|MRN|DOB|SSN|DL)",  # "Yusuf Demir, MRN ..."
-    ]
-)
+# (trigger, the kinds it can reveal): a recognizer runs on a string only when one of its
+# triggers matches it.
+TRIGGERS: list[tuple[str, tuple[str, ...]]] = [
+    (r"@", (EMAIL, URL)),
+    (r"://|www\.|[a-zA-Z0-9]\.(?:com|net|org|io|me|ly|ee|gl|co|us|app|blog|tv|uk|de|fr|ca|au|in)\b", (URL,)),
+    (r"\d{3}\)?[\s.\-]?\d{2}", (PHONE, SSN, CARD, ID_NUMBER, DEVICE_ID, ADDRESS)),
+    (r"\+\d|\b0\d{1,4}[\s\-]\d{2}|\b\d{3}-\d{4}\b", (PHONE,)),
+    (r"\d\.\d{1,3}\.\d{1,3}\.\d|[0-9a-fA-F]:[0-9a-fA-F]{1,4}:|::[0-9a-fA-F]", (IP,)),
+    (
+        rf"\b\d{{1,2}}/\d{{1,2}}\b|\b\d{{1,2}}[.\-]\d{{1,2}}[.\-]\d{{2}}|\d{{4}}-\d\d-\d\d|(?i:\b(?:{_MONTHS})[a-z]*\.?\s+\d)|\d\s+(?i:{_MONTHS})",
+        (DATE,),
+    ),
+    (
+        r"(?i:\b(?:aged?|turned|turning|is|was|at|of|'s|’s|i'm|i’m|im|i am)\s+(?:9\d|1[01]\d)\b)|\b(?:9\d|1[01]\d)\s*(?:y|-y|[MF]\b)"
+        r"|\((?:age )?(?:9\d|1[01]\d)\)|, (?:9\d|1[01]\d),",
+        (AGE,),
+    ),
+    (
+        r"\b(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Ln|Lane|Dr|Drive|Ct|Court|Way|Pl|Place|Ter|Terrace|Cres|"
+        r"Crescent|Pkwy|Parkway|Hwy|Highway|Cir|Circle|Sq|Square|Trail|Trl|Row|Close|Mews|Pike|Walk|Grove|Gardens|st|"
+        r"ave|rd|blvd|(?i:rue|calle|avenida|via|viale|chemin|rua|carrer))\b|(?:straße|strasse|weg|gasse|allee|platz|damm) \d",
+        (ADDRESS,),
+    ),
+    (
+        r"[A-Z]\d[A-Z\d]? \d[A-Z]|\b[A-Z]{2,3} \d{4}|(?i:zip|postal|postcode|post code|pin code|pincode|plz|"
+        r"live in|living in|i'm in|im in|we're in|near)\W{1,3}\d",
+        (ADDRESS,),
+    ),
+    (rf"(?i:\b(?:{_ID_WORDS})\b)[^\n]{{0,30}}\d", (ID_NUMBER, DEVICE_ID, SSN)),
+    (r"\b(?:Dr|Mr|Mrs|Ms|Mx|Miss|Prof|Sr|Sra|Mme|Herr|Frau)\.?\s+[A-ZÀ-Þ]", (NAME,)),
+    (rf"(?i:\b(?:{_RELATIONS}))(?:'s|’s)?,?\s+[A-ZÀ-Þ][a-zß-ÿ]", (NAME,)),
+    (
+        r"(?i:\b(?:my name|name is|name's|i am|i'm|i’m|this is|it's me|it’s me|ich bin|je suis|je m'appelle|me llamo|"
+        r"soy)),?\s+[A-ZÀ-Þ]",
+        (NAME,),
+    ),
+    (r"\b(?:Hi|Hello|Hey|Dear|Thanks|Thank you|Namaste|Bonjour|Hola|Hallo|Hiya),?\s+[A-ZÀ-Þ]", (NAME,)),
+    (
+        r"\b(?:Pt|pt|Patient|patient|PATIENT|Name|NAME|name|Deceased|DECEASED|Intake|Registration|Guarantor|Resident|"
+        r"Caller)[:,]?\s+[A-ZÀ-Þ]|name on (?:the )?card\s+[A-ZÀ-Þ]",
+        (NAME,),
+    ),
+    (r"(?i:\b(?:pt|patient|name)\s*:)\s*[a-z]|\b(?:im|i'm|i am|my name is|hi|hello|hey|thanks)\s+[a-z]", (NAME,)),
+    (r"[a-z], [A-ZÀ-Þ][a-zß-ÿ]+[.!?]|[a-z] and (?:I|me)\b", (NAME,)),
+    (r"[a-z], (?:MRN|DOB|SSN|DL |\d{1,3} ?(?:y|[MF]\b)|\d{1,3},|[Vv]ersicherten)", (NAME,)),
+    (
+        r"[a-z,;] [A-Z][a-z]{2,}(?:'s|’s)?\s+(?:has|had|is|was|may|might|needs|becomes|should|will|can|gets|"
+        r"got|said|says|wants|takes|keeps|feels|seems|started)\b|^[a-z]{3,}\s+(?:has|had|is|was)\b"
+        r"|[a-z,;] [A-Z][a-z]{2,}(?:'s|’s) [a-z]",
+        (NAME,),
+    ),
+]
+CANDIDATE_PATTERN = "|".join(trigger for trigger, _ in TRIGGERS)
+# Strings found clean, remembered per process (by length and hash) so a repeated answer is
+# not scanned again; cleared when full.
+_KNOWN_CLEAN_LIMIT = 500_000
+_known_clean: dict[int, set[tuple[int, int]]] = {}
+
+
+@cache
+def _trigger_set() -> re2.Set:
+    options = re2.Options()
+    options.max_mem = 256 << 20  # room for the automaton of all triggers at once
+    triggers = re2.Set.SearchSet(options)
+    for pattern, _ in TRIGGERS:
+        triggers.Add(pattern)
+    triggers.Compile()
+    return triggers
+
+
+def triggered_kinds(text: str) -> set[str]:
+    """The kinds whose trigger ``text`` matches (empty: nothing personal can be in it)."""
+    return {kind for index in _trigger_set().Match(text) or () for kind in TRIGGERS[index][1]}
 
 
 @cache
@@ -70,12 +136,16 @@ def default_allowlist() -> AllowList:
     return AllowList.from_entries(Settings.from_env().pii_allowlist)
 
 
-def find_spans(text: str, allow: AllowList | None = None) -> list[Span]:
-    """Non-overlapping personal-data spans, sorted; earlier kinds in ``KINDS`` win overlaps."""
+def find_spans(text: str, allow: AllowList | None = None, kinds: Iterable[str] | None = None) -> list[Span]:
+    """Non-overlapping personal-data spans, sorted; earlier kinds in ``KINDS`` win overlaps.
+    ``kinds``: run only these recognizers (default: those whose trigger ``text`` matches)."""
     allow = allow or default_allowlist()
+    wanted = triggered_kinds(text) if kinds is None else set(kinds)
     taken = bytearray(len(text))
     chosen: list[Span] = []
     for kind in KINDS:
+        if kind not in wanted:
+            continue
         spans = sorted(set(RECOGNIZERS[kind](text, allow)), key=lambda span: (span[0], span[0] - span[1]))
         for start, end, span_kind in spans:
             if end <= start or any(taken[start:end]):
@@ -85,10 +155,10 @@ def find_spans(text: str, allow: AllowList | None = None) -> list[Span]:
     return sorted(chosen)
 
 
-def scrub_text(text: str, allow: AllowList | None = None) -> tuple[str, Counter]:
+def scrub_text(text: str, allow: AllowList | None = None, kinds: Iterable[str] | None = None) -> tuple[str, Counter]:
     """``text`` with each personal value replaced by its kind's placeholder; counts per kind."""
     counts: Counter = Counter()
-    spans = find_spans(text, allow)
+    spans = find_spans(text, allow, kinds)
     if not spans:
         return text, counts
     parts, position = [], 0
@@ -102,28 +172,54 @@ def scrub_text(text: str, allow: AllowList | None = None) -> tuple[str, Counter]
 
 
 def candidate_mask(values: pa.Array) -> pa.Array:
-    """Which strings may hold personal data (one vectorized RE2 pass; nulls are not candidates)."""
-    return pc.fill_null(pc.match_substring_regex(values, CANDIDATE_PATTERN), False)
+    """Which strings match a trigger (nulls do not); for reports, the scrub itself uses the RE2 set."""
+    triggers = _trigger_set()
+    return pa.array([value is not None and bool(triggers.Match(value)) for value in values.to_pylist()])
+
+
+def _scrub_distinct(texts: list[str | None], allow: AllowList) -> dict[int, tuple[str, Counter]]:
+    """The changed ones of ``texts`` (distinct strings): position -> (scrubbed text, redactions)."""
+    clean = _known_clean.setdefault(id(allow), set())
+    if len(clean) > _KNOWN_CLEAN_LIMIT:
+        clean.clear()
+    triggers = _trigger_set()
+    changed: dict[int, tuple[str, Counter]] = {}
+    for position, text in enumerate(texts):
+        if text is None:
+            continue
+        key = (len(text), hash(text))
+        if key in clean:
+            continue
+        hits = triggers.Match(text)
+        if hits:
+            new, found = scrub_text(text, allow, {kind for index in hits for kind in TRIGGERS[index][1]})
+            if found:
+                changed[position] = (new, found)
+                continue
+        clean.add(key)
+    return changed
 
 
 def scrub_array(values: pa.Array, allow: AllowList | None = None) -> tuple[pa.Array, dict[str, int]]:
-    """Replace personal data in a string array; returns the new array and redactions per kind."""
+    """Replace personal data in a string array; returns the new array and redactions per kind.
+
+    Each distinct string is scrubbed once; its redactions count once per occurrence."""
+    allow = allow or default_allowlist()
     counts = dict.fromkeys(PII_KINDS, 0)
-    if len(values) == 0:
+    if len(values) == 0 or values.null_count == len(values):
         return values, counts
-    candidates = candidate_mask(values)
-    positions = pc.indices_nonzero(candidates)
-    if len(positions) == 0:
+    encoded = pc.dictionary_encode(values)
+    distinct = encoded.dictionary.to_pylist()
+    changed = _scrub_distinct(distinct, allow)
+    if not changed:
         return values, counts
-    scrubbed = []
-    for text in pc.take(values, positions).to_pylist():
-        new, found = scrub_text(text, allow)
-        scrubbed.append(new)
+    occurrences = pc.value_counts(encoded.indices)
+    times = dict(zip(occurrences.field("values").to_pylist(), occurrences.field("counts").to_pylist(), strict=True))
+    for position, (new, found) in changed.items():
+        distinct[position] = new
         for kind, count in found.items():
-            counts[kind] += count
-    if not any(counts.values()):
-        return values, counts
-    return pc.replace_with_mask(values, candidates, pa.array(scrubbed, type=values.type)), counts
+            counts[kind] += count * times[position]
+    return pc.take(pa.array(distinct, type=values.type), encoded.indices), counts
 
 
 def scrub_texts(texts: list[str | None], allow: AllowList | None = None) -> tuple[list[str | None], dict[str, int]]:
@@ -154,4 +250,3 @@ def scrub_record_text(raw: str, allow: AllowList | None = None) -> str:
     except orjson.JSONDecodeError:
         return scrub_text(raw, allow)[0]
     return orjson.dumps(scrub_value(parsed, allow=allow), default=str).decode()
-

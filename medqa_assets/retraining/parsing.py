@@ -50,8 +50,10 @@ class ParsedLog:
 
 
 def _truncate(raw: bytes | str, limit: int = 2000) -> str:
+    """At most ``limit`` characters, cut back to a space: a value cut in half (an identifier's first
+    digits) would no longer look like what it is, and would pass the scrubber."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return text if len(text) <= limit else text[:limit] + "…"
+    return text if len(text) <= limit else text[: limit + 1].rsplit(None, 1)[0][:limit] + "…"
 
 
 def _from_items(items: list[Any], parsed: ParsedLog, offset: int = 0) -> None:

@@ -26,7 +26,7 @@ from medqa_assets.retraining.parsing import (
     UnparseableFile,
     parse_log_bytes,
 )
-from medqa_assets.retraining.pii import PII_KINDS, scrub_array, scrub_texts
+from medqa_assets.privacy.scrub import PII_KINDS, scrub_array, scrub_record_text
 from medqa_assets.text import collapse_whitespace
 
 # Answers that are not answers (compared case-insensitively after whitespace is collapsed); the
@@ -180,7 +180,7 @@ def transform_records(
                 "source_file": sources[index],
                 "index": int(index),
                 "reason": reasons[index],
-                "record": orjson.dumps(records[index], default=str).decode()[:2000],
+                "record": orjson.dumps(records[index], default=str).decode(),  # scrubbed, then cut to size
                 "_identity": identities[index],
             }
         )
@@ -265,12 +265,18 @@ def transform_files(
     return result
 
 
+QUARANTINED_RECORD_CHARS = 2000
+
+
 def _scrub_rejected(result: ChunkResult) -> None:
-    """A rejected record is stored (quarantine) and shown (dashboard): scrubbed like training text."""
-    if result.rejected:
-        scrubbed, _ = scrub_texts([entry["record"] for entry in result.rejected])
-        for entry, text in zip(result.rejected, scrubbed, strict=True):
-            entry["record"] = text
+    """A rejected record is stored (quarantine) and shown (dashboard): every string field of it is
+    scrubbed like training text (a line that is not JSON, as text), before it is cut to size, so
+    that no identifier is cut in half and missed."""
+    for entry in result.rejected:
+        text = scrub_record_text(entry["record"])
+        if len(text) > QUARANTINED_RECORD_CHARS:
+            text = text[: QUARANTINED_RECORD_CHARS + 1].rsplit(None, 1)[0][:QUARANTINED_RECORD_CHARS] + "…"
+        entry["record"] = text
 
 
 IDENTITY_DTYPE = "S16"  # 16-byte identities, compared as fixed-width byte strings
