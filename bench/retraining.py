@@ -1,11 +1,13 @@
 """Retraining benchmark: 1,000,000 log records in 1,000 files of mixed shapes into one version,
 on the local store and on a SeaweedFS S3 server, next to the seed's transform on the same files.
 
-    python bench/retraining.py [--records 1000000] [--files 1000] [--skip-s3]
+    python bench/retraining.py [--records 1000000] [--files 1000] [--skip-s3] [--compare-with REV]
 
 Prints records/s and peak memory (this process plus its workers) and the ratio to the seed
 script (json.load per file, pandas drop of empty fields). Targets: >= 200,000 records/s local,
->= 100,000 on S3, <= 2 GB peak, >= 5x the seed script.
+>= 100,000 on S3, <= 2 GB peak, >= 5x the seed script. ``--compare-with REV`` also runs this
+benchmark as it was at git revision REV (a temporary worktree) on the same files, in the same run,
+and prints the ratio of the local rates (a change's cost measured side by side).
 """
 
 from __future__ import annotations
@@ -117,12 +119,34 @@ def run_seed(files: list[tuple[str, bytes]]) -> tuple[float, int, float]:
     return float(seconds), int(count), float(peak)
 
 
+def run_revision(revision: str, records: int, files: int) -> dict:
+    """This benchmark as it was at ``revision`` (local store only), in a temporary git worktree."""
+    with tempfile.TemporaryDirectory() as parent:
+        tree = Path(parent) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), revision], check=True)
+        try:
+            completed = subprocess.run(
+                [sys.executable, "bench/retraining.py", "--records", str(records), "--files", str(files), "--skip-s3"],
+                cwd=tree,
+                env={**os.environ, "PYTHONPATH": str(tree)},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+    print("\n".join(f"  [{revision}] {line}" for line in completed.stdout.splitlines()[:-1]))
+    return json.loads(completed.stdout.splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--skip-s3", action="store_true", help="only the local store")
+    parser.add_argument("--compare-with", metavar="REV", help="also run the benchmark of git revision REV")
     args = parser.parse_args()
+    baseline = run_revision(args.compare_with, args.records, args.files) if args.compare_with else None
 
     from medqa_assets.storage.object_store import ObjectStore
 
@@ -165,6 +189,11 @@ def main() -> int:
     print(f"seed script       {seed_seconds:7.2f} s  {seed_rate:>10.0f} records/s  peak {seed_peak:.0f} MB")
     for name, rate in results.items():
         print(f"ratio {name}: {rate / seed_rate:.1f}x the seed")
+    if baseline:
+        print(
+            f"local store at {args.compare_with}: {baseline['local']} records/s; "
+            f"this tree {results['local']:.0f} records/s = {results['local'] / baseline['local']:.2f}x"
+        )
     print(f"platform peak (this process, its workers and the S3 server): {platform_peak:.0f} MB")
     print("targets: local >= 200000/s, S3 >= 100000/s, peak <= 2048 MB, >= 5x seed")
     summary = {k: round(v) for k, v in results.items()} | {"seed": round(seed_rate), "peak_mb": round(platform_peak)}

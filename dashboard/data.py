@@ -68,6 +68,20 @@ def redact(text: str) -> str:
     return _USERINFO_RE.sub("***@", text)
 
 
+def scrubbed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame`` with personal data replaced in the text ``columns``: the dashboard shows text that
+    came from production logs only through the scrubber, even if a store holds older, unscrubbed
+    records (written before the scrubber knew a kind)."""
+    from medqa_assets.privacy.scrub import scrub_texts
+
+    out = frame.copy()
+    for column in columns:
+        if column in out and len(out):
+            values = [None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in out[column]]
+            out[column] = scrub_texts(values)[0]
+    return out
+
+
 def describe_error(error: BaseException) -> str:
     """A one-line, secret-free description of an exception for the page."""
     if isinstance(error, DataError):

@@ -10,6 +10,8 @@ from medqa_assets.retraining.assets import (
     consumed_logs_sensor,
     raw_logs,
     raw_logs_sensor,
+    raw_retention,
+    raw_retention_schedule,
     retraining_data,
     retraining_etl,
     retraining_housekeeping,
@@ -32,8 +34,9 @@ offline_etl = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=[*offline_assets, raw_logs, retraining_data],
-    jobs=[offline_etl, retraining_etl, retraining_housekeeping],
+    jobs=[offline_etl, retraining_etl, retraining_housekeeping, raw_retention],
     sensors=[raw_logs_sensor, consumed_logs_sensor],
+    schedules=[raw_retention_schedule],
     resources=build_resources(),
     executor=executor,
     loggers={"console": compact_console_logger},

@@ -125,7 +125,8 @@ def _raw_inbox(store: ObjectStore) -> None:
             f"{waiting:,} log file(s) in retraining_data_raw/ (new, or consumed and waiting to be retired)"
             + (f"; {len(not_taken):,} entries there will not be taken:" if len(not_taken) else ".")
         )
-        if len(not_taken):  # names come from whoever wrote raw/: shown as plain text
+        if len(not_taken):  # names come from whoever wrote raw/: scrubbed, shown as plain text
+            not_taken = data.scrubbed(not_taken, ["entry"])
             st.dataframe(not_taken, hide_index=True, width="stretch", height=min(36 * (len(not_taken) + 1) + 3, 250))
 
 
@@ -340,7 +341,7 @@ def _quarantine(store: ObjectStore, version: str) -> None:
                 + (" (an even sample of a large file)" if table is not None and table.sampled else "")
             )
             st.dataframe(
-                shown.head(1000),
+                data.scrubbed(shown.head(1000), ["record", "source_file"]),
                 hide_index=True,
                 width="stretch",
                 height=min(36 * (min(len(shown), 1000) + 1) + 3, 320),
@@ -361,7 +362,7 @@ def _quarantine(store: ObjectStore, version: str) -> None:
                 rows.append({"file": key.rsplit("/", 1)[-1], "reason": text, "key": key})
             st.markdown("**Whole files that could not be parsed**")
             # names and reasons come from logs: a data frame shows them as plain text, never as Markdown
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+            st.dataframe(data.scrubbed(pd.DataFrame(rows), ["file", "reason", "key"]), hide_index=True, width="stretch")
 
 
 def _manifest(version: str, meta: dict[str, Any]) -> None:

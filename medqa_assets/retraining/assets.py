@@ -18,6 +18,7 @@ from medqa_assets.resources import ObjectStoreResource
 from medqa_assets.retraining.build import ManifestMismatch, build_version, is_published, retire
 from medqa_assets.retraining.control import Decision, MalformedControl
 from medqa_assets.retraining.decide import plan_tick
+from medqa_assets.retraining.retention import delete_expired_raw_inputs
 from medqa_assets.retraining.snapshot import VersionRefused, prepare_version
 from medqa_assets.settings import Settings
 from medqa_assets.storage.layout import manifest_key
@@ -152,6 +153,31 @@ def retire_consumed_logs(context: dg.OpExecutionContext, store: ObjectStoreResou
 )
 def retraining_housekeeping() -> None:
     retire_consumed_logs()
+
+
+@dg.op(description="Deletes raw inputs (archive snapshots, quarantined files) past MEDQA_RAW_RETENTION_DAYS.")
+def delete_expired_raw_inputs_op(context: dg.OpExecutionContext, store: ObjectStoreResource) -> dg.Output[None]:
+    days = Settings.from_env().raw_retention_days
+    report = delete_expired_raw_inputs(store.get_store(), days, log=context.log.info)
+    context.log.info(f"retention {days} days: deleted {report.files} raw input file(s), {report.bytes} bytes")
+    return dg.Output(None, metadata={"retention_days": days, "files_deleted": report.files, "bytes": report.bytes})
+
+
+@dg.job(
+    description="Privacy: raw inputs live only in their prefixes, and only for MEDQA_RAW_RETENTION_DAYS (default 30).",
+    config=COMPACT_LOGGING_RUN_CONFIG,
+)
+def raw_retention() -> None:
+    delete_expired_raw_inputs_op()
+
+
+raw_retention_schedule = dg.ScheduleDefinition(
+    name="raw_retention_schedule",
+    job=raw_retention,
+    cron_schedule="15 3 * * *",  # daily, at a quiet hour
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Deletes raw inputs past MEDQA_RAW_RETENTION_DAYS once a day.",
+)
 
 
 def retire_run_request(keys: list[str]) -> dg.RunRequest:

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medqa_assets.privacy.scrub import PII_KINDS, scrub_array, scrub_record_text
 from medqa_assets.retraining.parsing import (
     ALIAS_NAMES,
     FIELD_ALIASES,
@@ -26,7 +27,6 @@ from medqa_assets.retraining.parsing import (
     UnparseableFile,
     parse_log_bytes,
 )
-from medqa_assets.privacy.scrub import PII_KINDS, scrub_array, scrub_record_text
 from medqa_assets.text import collapse_whitespace
 
 # Answers that are not answers (compared case-insensitively after whitespace is collapsed); the
