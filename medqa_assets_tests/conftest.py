@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from medqa_assets.storage.object_store import ObjectStore
 
@@ -19,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from medqa_assets_tests.s3_server import S3Server, delete_bucket, make_bucket, start_seaweedfs
-from medqa_assets_tests.services import in_ci
+from medqa_assets_tests.services import in_ci, postgres_url, run_mlflow_server, temporary_database
 
 # Variables that could point a test at a real AWS account or another profile.
 _AMBIENT_AWS_VARS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
@@ -142,3 +143,46 @@ def shared_medquad() -> Path:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return path
+
+
+# -- MLflow -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MlflowService:
+    url: str
+    artifacts_bucket: str
+    log_path: Path
+
+
+@pytest.fixture(scope="session")
+def mlflow_service(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowService]:
+    """``mlflow server``: backend in a fresh PostgreSQL database, artifacts proxied to SeaweedFS S3."""
+    bucket = f"mlflow-test-{secrets.token_hex(5)}"
+    make_bucket(s3_server, bucket)
+    env = {
+        "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "AWS_DEFAULT_REGION": s3_server.region,
+    }
+    try:
+        with (
+            temporary_database("medqa_mlflow") as db_name,
+            run_mlflow_server(
+                tmp_path_factory.mktemp("mlflow-server"), postgres_url(db_name), f"s3://{bucket}/artifacts", env
+            ) as server,
+        ):
+            yield MlflowService(url=server.url, artifacts_bucket=bucket, log_path=server.log_path)
+    finally:
+        with contextlib.suppress(Exception):
+            delete_bucket(s3_server, bucket)
+
+
+@pytest.fixture
+def tracking(mlflow_service: MlflowService, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    """The pipeline pointed at the server; no artifact-store variables of MLflow's own."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_service.url)
+    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
+    for name in ("NO_PROXY", "no_proxy"):
+        current = os.environ.get(name, "")
+        monkeypatch.setenv(name, f"{current},127.0.0.1" if current else "127.0.0.1")
+    return MlflowClient(tracking_uri=mlflow_service.url)

@@ -18,13 +18,10 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import mlflow
-import pytest
 from mlflow import MlflowClient
 
 from medqa_assets.definitions import defs
@@ -34,15 +31,14 @@ from medqa_assets.retraining.assets import raw_logs, retraining_data
 from medqa_assets.retraining.tick import evaluate_sensor
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
-from medqa_assets_tests.s3_server import S3Server, delete_bucket, make_bucket
+from medqa_assets_tests.conftest import MlflowService
+from medqa_assets_tests.s3_server import delete_bucket, make_bucket
 from medqa_assets_tests.services import (
     BIN,
     REPO_ROOT,
     free_port,
     offline_env,
-    postgres_url,
     query,
-    run_mlflow_server,
     stop_process,
     temporary_database,
     write_small_medquad,
@@ -58,48 +54,6 @@ LOGS = {
         [{"timestamp": "2026-11-01T11:00:00Z", "question": "Is rest good?", "model_response": "Usually, yes."}]
     ).encode(),
 }
-
-
-@dataclass(frozen=True)
-class MlflowService:
-    url: str
-    artifacts_bucket: str
-    log_path: Path
-
-
-@pytest.fixture(scope="module")
-def mlflow_service(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowService]:
-    """``mlflow server``: backend in a fresh PostgreSQL database, artifacts proxied to SeaweedFS S3."""
-    bucket = f"mlflow-test-{secrets.token_hex(5)}"
-    make_bucket(s3_server, bucket)
-    env = {
-        "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint_url,
-        "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        "AWS_DEFAULT_REGION": s3_server.region,
-    }
-    try:
-        with (
-            temporary_database("medqa_mlflow") as db_name,
-            run_mlflow_server(
-                tmp_path_factory.mktemp("mlflow-server"), postgres_url(db_name), f"s3://{bucket}/artifacts", env
-            ) as server,
-        ):
-            yield MlflowService(url=server.url, artifacts_bucket=bucket, log_path=server.log_path)
-    finally:
-        with contextlib.suppress(Exception):
-            delete_bucket(s3_server, bucket)
-
-
-@pytest.fixture
-def tracking(mlflow_service: MlflowService, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
-    """The pipeline pointed at the server; no artifact-store variables of MLflow's own."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_service.url)
-    monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
-    for name in ("NO_PROXY", "no_proxy"):
-        current = os.environ.get(name, "")
-        monkeypatch.setenv(name, f"{current},127.0.0.1" if current else "127.0.0.1")
-    return MlflowClient(tracking_uri=mlflow_service.url)
 
 
 def write_logs(store: ObjectStore) -> None:

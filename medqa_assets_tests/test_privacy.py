@@ -155,3 +155,12 @@ def test_a_repeated_string_is_scrubbed_once_and_counted_per_occurrence() -> None
     assert counts["email"] == 3
     array = pa.array(["plain text"] * 4, type=pa.large_string())
     assert scrub.scrub_array(array)[0] is array  # nothing to change: the same array back
+
+
+def test_the_dashboard_scrubs_log_text_it_shows_even_from_an_older_store() -> None:
+    from dashboard import data
+
+    frame = pd.DataFrame({"record": ['{"question": "SSN 318-44-2907"}', None], "reason": ["non_answer", "x"]})
+    shown = data.scrubbed(frame, ["record"])
+    assert "318-44-2907" not in shown["record"][0] and "[SSN]" in shown["record"][0]
+    assert shown["record"][1] is None and list(shown["reason"]) == ["non_answer", "x"]
