@@ -20,6 +20,7 @@ RETIRE_AFTER_SECONDS_VAR = "MEDQA_RETIRE_AFTER_SECONDS"
 NON_ANSWER_TEXTS_VAR = "MEDQA_NON_ANSWER_TEXTS"
 PII_ALLOWLIST_VAR = "MEDQA_PII_ALLOWLIST"
 RAW_RETENTION_DAYS_VAR = "MEDQA_RAW_RETENTION_DAYS"
+PII_NER_MODEL_VAR = "MEDQA_PII_NER_MODEL"
 
 DEFAULT_STORE_URL = "object_store"
 DEFAULT_PRODUCTION_SETS = 5
@@ -90,6 +91,7 @@ class Settings:
     non_answer_texts: tuple[str, ...] | None = None  # None: the platform's default list
     pii_allowlist: tuple[str, ...] = ()  # public numbers, domains, e-mails kept besides the defaults
     raw_retention_days: int = DEFAULT_RAW_RETENTION_DAYS
+    pii_ner_model: str | None = None  # a spaCy model (package name or directory) that finds names too
     # Credentials are read here only so they can be handed to the S3 client; never logged.
     aws_access_key_id: str | None = field(default=None, repr=False)
     aws_secret_access_key: str | None = field(default=None, repr=False)
@@ -107,6 +109,7 @@ class Settings:
             non_answer_texts=_text_list(NON_ANSWER_TEXTS_VAR),
             pii_allowlist=_text_list(PII_ALLOWLIST_VAR, "1-800-555-0100") or (),
             raw_retention_days=_positive_int(RAW_RETENTION_DAYS_VAR, DEFAULT_RAW_RETENTION_DAYS),
+            pii_ner_model=os.environ.get(PII_NER_MODEL_VAR, "").strip() or None,
             aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
         )

@@ -164,3 +164,49 @@ def test_the_dashboard_scrubs_log_text_it_shows_even_from_an_older_store() -> No
     shown = data.scrubbed(frame, ["record"])
     assert "318-44-2907" not in shown["record"][0] and "[SSN]" in shown["record"][0]
     assert shown["record"][1] is None and list(shown["reason"]) == ["non_answer", "x"]
+
+
+@pytest.fixture
+def ner_model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real spaCy pipeline on disk (a blank English one with an entity ruler: no model can be
+    downloaded here), loaded through MEDQA_PII_NER_MODEL exactly like en_core_web_sm would be."""
+    import spacy
+
+    from medqa_assets.privacy.ner import ner_model
+
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "PERSON", "pattern": "Oyelami"}, {"label": "PERSON", "pattern": "Mateo"}])
+    nlp.to_disk(tmp_path / "model")
+    monkeypatch.setenv("MEDQA_PII_NER_MODEL", str(tmp_path / "model"))
+    ner_model.cache_clear()
+    scrub.forget_clean()
+    yield tmp_path / "model"
+    monkeypatch.delenv("MEDQA_PII_NER_MODEL")
+    ner_model.cache_clear()
+    scrub.forget_clean()
+
+
+def test_an_installed_ner_model_finds_names_without_a_cue(ner_model_dir: Path) -> None:
+    texts = ["Oyelami has had a fever for 3 days", "Call your pediatrician if Mateo becomes very sleepy."]
+    scrubbed, counts = scrub.scrub_texts(texts)
+    assert scrubbed == ["[NAME] has had a fever for 3 days", "Call your pediatrician if [NAME] becomes very sleepy."]
+    assert counts["name"] == 2
+
+
+def test_without_a_model_those_names_need_a_cue() -> None:
+    for text in ("Oyelami has had a fever for 3 days", "Call your pediatrician if Mateo becomes very sleepy."):
+        assert scrub.scrub_text(text)[0] == text
+
+
+def test_a_missing_ner_model_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medqa_assets.privacy.ner import ner_model
+
+    monkeypatch.setenv("MEDQA_PII_NER_MODEL", "en_core_web_nonexistent")
+    ner_model.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match="MEDQA_PII_NER_MODEL"):
+            scrub.scrub_text("hello")
+    finally:
+        monkeypatch.delenv("MEDQA_PII_NER_MODEL")
+        ner_model.cache_clear()

@@ -20,6 +20,7 @@ from stdnum import luhn
 from stdnum.us import ssn as us_ssn
 
 from medqa_assets.privacy.allowlist import AllowList
+from medqa_assets.privacy.ner import find_person_names
 
 Span = tuple[int, int, str]
 
@@ -727,26 +728,35 @@ _CUE_BEFORE_RELATION = re.compile(
     re.IGNORECASE,
 )
 # Each cue is its own pattern, so that one cue cannot hide another ("attention Dr. Rosen").
-_NAME_CUES: tuple[re.Pattern[str], ...] = (
-    re.compile(rf"\b{_TITLE}\s+(?P<value>{_NAME_CHAIN})"),
-    re.compile(rf"\b(?i:{_RELATION}),?\s+(?P<value>{_NAME_CHAIN})"),
-    re.compile(rf"\b(?i:{_SELF}),?\s+(?P<value>{_NAME_CHAIN})"),
-    re.compile(
-        rf"\b(?:Hi|Hello|Hey|Dear|Thanks|Thank\s+you|Namaste|Bonjour|Hola|Hallo|Hiya),?\s+(?P<value>{_NAME_CHAIN})"
-    ),
-    re.compile(
-        rf"\b(?:Pt|pt|Patient|patient|PATIENT|Deceased|DECEASED|Intake|Registration|Guarantor|Resident|Caller|chart\s+of\s+pt)"
-        rf"(?::\s+(?P<value>{_NAME_CHAIN})|\s+(?P<full>{_NAME_WORD}(?:\s{_NAME_CHAIN}|(?=\s*[(,]))))"
-        rf"|\b(?:[Nn]ame(?:\s+on\s+(?:the\s+)?card)?|NAME)[:,]?\s+(?P<named>{_NAME_CHAIN})"
-    ),
-    re.compile(
-        rf"(?:^|[.;:—–-]\s+)(?P<value>{_NAME_CHAIN}),\s+"
-        r"(?=\d{1,3}\s*(?:y/o|yo|[MF]\b|,)|MRN|DOB|SSN|DL\b|aged?\b|[Vv]ersicherten)"
-    ),
-    re.compile(rf"(?P<value>{_NAME_WORD})\s+and\s+(?:I|me)\b"),
-    re.compile(rf"\b(?:Hi|Hello|Hey|Dear|Thanks)\s+{_NAME_WORD}\s+(?:and|&)\s+(?P<value>{_NAME_CHAIN})"),
+_TITLE_CUE = re.compile(rf"\b{_TITLE}\s+(?P<value>{_NAME_CHAIN})")
+_RELATION_CUE = re.compile(rf"\b(?i:{_RELATION}),?\s+(?P<value>{_NAME_CHAIN})")
+_LABEL_CUE = re.compile(
+    rf"\b(?:Pt|pt|Patient|patient|PATIENT|Deceased|DECEASED|Intake|Registration|Guarantor|Resident|Caller|chart\s+of\s+pt)"
+    rf"(?::\s+(?P<value>{_NAME_CHAIN})|\s+(?P<full>{_NAME_WORD}(?:\s{_NAME_CHAIN}|(?=\s*[(,]))))"
+    rf"|\b(?:[Nn]ame(?:\s+on\s+(?:the\s+)?card)?|NAME)[:,]?\s+(?P<named>{_NAME_CHAIN})"
 )
-_TITLE_CUE, _RELATION_CUE = _NAME_CUES[0], _NAME_CUES[1]
+# Each cue is its own pattern, so that one cue cannot hide another ("attention Dr. Rosen"); a
+# pattern runs only when its trigger (``scrub.TRIGGERS``, tag ``name.<cue>``) matched the text.
+NAME_CUE_PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
+    "title": (_TITLE_CUE,),
+    "relation": (_RELATION_CUE,),
+    "self": (re.compile(rf"\b(?i:{_SELF}),?\s+(?P<value>{_NAME_CHAIN})"),),
+    "greeting": (
+        re.compile(
+            rf"\b(?:Hi|Hello|Hey|Dear|Thanks|Thank\s+you|Namaste|Bonjour|Hola|Hallo|Hiya),?\s+(?P<value>{_NAME_CHAIN})"
+        ),
+        re.compile(rf"\b(?:Hi|Hello|Hey|Dear|Thanks)\s+{_NAME_WORD}\s+(?:and|&)\s+(?P<value>{_NAME_CHAIN})"),
+    ),
+    "label": (_LABEL_CUE,),
+    "lead": (
+        re.compile(
+            rf"(?:^|[.;:—–-]\s+)(?P<value>{_NAME_CHAIN}),\s+"
+            r"(?=\d{1,3}\s*(?:y/o|yo|[MF]\b|,)|MRN|DOB|SSN|DL\b|aged?\b|[Vv]ersicherten)"
+        ),
+    ),
+    "pair": (re.compile(rf"(?P<value>{_NAME_WORD})\s+and\s+(?:I|me)\b"),),
+}
+NAME_CUES = frozenset(NAME_CUE_PATTERNS) | {"lower", "vocative", "verb"}
 _HISTORICAL = re.compile(
     r"\b(?:named\s+(?:after|for)|described\s+by|discovered\s+by|identified\s+by|headed\s+by|led\s+by|"
     r"developed\s+by|first\s+\w+\s+by|according\s+to)\s*$",
@@ -770,7 +780,7 @@ _VOCATIVE_CUE = re.compile(
     r"\b(?:thanks|thank you|sorry|hi|hello|dear|received|question|welcome|congratulations)\b", re.I
 )
 _NAME_THEN_VERB = re.compile(
-    rf"(?:^|(?<=[\s(\"“]))(?P<value>[{_UPPER}]?[{_LOWER}]{{2,}})(?=(?:['’]s\s+[{_LOWER}])|\s+(?:has|had|is|was|may|might|needs|becomes|"
+    rf"(?:^(?=[{_LOWER}])|(?<=[\s(\"“])(?=[{_UPPER}]))(?P<value>[{_UPPER}]?[{_LOWER}]{{2,}})(?=(?:['’]s\s+[{_LOWER}])|\s+(?:has|had|is|was|may|might|needs|becomes|"
     r"should|will|can|gets|got|said|says|wants|takes|keeps|feels|seems|started|keeps)\b)"
 )
 _PREPOSITION_BEFORE = re.compile(r"\b(?:in|of|to|from|at|the|a|an|by|near|into|on|for|with|about)\s+$", re.IGNORECASE)
@@ -798,9 +808,11 @@ def _trim_name(text: str, start: int, end: int) -> tuple[int, int] | None:
     return start, end
 
 
-def find_names(text: str, allow: AllowList) -> Iterator[Span]:
+def find_names(text: str, allow: AllowList, cues: frozenset[str] | set[str] = NAME_CUES) -> Iterator[Span]:
+    """Names after a cue; ``cues``: which kinds of cue to look for (those whose trigger matched)."""
     historical: set[str] = set()
-    for pattern in _NAME_CUES:
+    patterns = [p for cue, group in NAME_CUE_PATTERNS.items() if cue in cues for p in group]
+    for pattern in patterns:
         for match in pattern.finditer(text):
             group = next((g for g in ("named", "full") if match.groupdict().get(g)), "value")
             if pattern is _RELATION_CUE and not _CUE_BEFORE_RELATION.search(
@@ -823,18 +835,18 @@ def find_names(text: str, allow: AllowList) -> Iterator[Span]:
                 continue
             yield trimmed[0], trimmed[1], NAME
     names = first_names()
-    for match in _NAME_LABEL_LOWER.finditer(text):
+    for match in _NAME_LABEL_LOWER.finditer(text) if "lower" in cues else ():
         if match.group("value").split()[0] not in common_words():
             yield match.start("value"), match.end("value"), NAME
-    for match in _NAME_SELF_LOWER.finditer(text):
+    for match in _NAME_SELF_LOWER.finditer(text) if "lower" in cues else ():
         if match.group("value") in names:
             yield match.start("value"), match.end("value"), NAME
-    for match in _NAME_VOCATIVE.finditer(text):
+    for match in _NAME_VOCATIVE.finditer(text) if "vocative" in cues else ():
         word = match.group("value")
         sentence = text[max(0, text.rfind(".", 0, match.start()) + 1) : match.start()]
         if _is_name_word(word) and _VOCATIVE_CUE.search(sentence):
             yield match.start("value"), match.end("value"), NAME
-    for match in _NAME_THEN_VERB.finditer(text):
+    for match in _NAME_THEN_VERB.finditer(text) if "verb" in cues else ():
         word = match.group("value")
         if (
             word.lower() not in names
@@ -847,6 +859,10 @@ def find_names(text: str, allow: AllowList) -> Iterator[Span]:
         ):
             continue
         yield match.start("value"), match.end("value"), NAME
+    for start, end in find_person_names(text):  # only with MEDQA_PII_NER_MODEL
+        trimmed = _trim_name(text, start, end)
+        if trimmed and not allow.value_is_public(text[trimmed[0] : trimmed[1]]):
+            yield trimmed[0], trimmed[1], NAME
 
 
 RECOGNIZERS: dict[str, Callable[[str, AllowList], Iterator[Span]]] = {

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import re2
 
 from medqa_assets.privacy.allowlist import AllowList
+from medqa_assets.privacy.ner import ner_model
 from medqa_assets.privacy.recognizers import (
     ADDRESS,
     AGE,
@@ -38,12 +39,23 @@ from medqa_assets.privacy.recognizers import (
     SSN,
     URL,
     Span,
+    find_names,
 )
 from medqa_assets.settings import Settings
 
 PII_KINDS: list[str] = list(KINDS)
 
-_MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"
+_MONTHS = (
+    "jan|january|feb|february|mar|march|apr|april|may|june?|july?|aug|august|sept?|september|oct|october|nov|"
+    "november|dec|december"
+)
+# Words that make "5/17" a date (a fraction otherwise): the recognizer's cues.
+_DATE_CUES = (
+    "on|admitted|admission|adm|discharged?|seen|labs?|appt|appointment|visit|surgery|scheduled|interrogation|"
+    "interrogated|orif|repair|s/p|dated|since|signed|accessed|checked|implanted|died|death|passed away|pronounced|"
+    "born|dob|birth|birthday|tested|tfts|done|telehealth|diagnosed|dx|monday|tuesday|wednesday|thursday|friday|"
+    "saturday|sunday"
+)
 _RELATIONS = (
     "daughter|son|wife|husband|partner|fianc|boyfriend|girlfriend|mom|mum|mother|dad|father|sister|brother|aunt|"
     "auntie|uncle|grand[a-z]*|nan|nana|granny|gran|nephew|niece|cousin|friend|kid|child|baby|twin|step[a-z]+|"
@@ -55,8 +67,8 @@ _ID_WORDS = (
     "sozialversicherung|krankenversicherung|sécurité|securite|tax id|tin|ein|case|id|beneficiary|subscriber|"
     "serial|s/n|sn|imei|vin|plate|registration|transmitter|udi|mac|meid|esn|iccid|ssn|ss#|ss no|ss number"
 )
-# (trigger, the kinds it can reveal): a recognizer runs on a string only when one of its
-# triggers matches it.
+# (trigger, what it can reveal: kinds, or "name.<cue>" for one kind of name cue): a recognizer
+# (a name cue's pattern) runs on a string only when one of its triggers matches it.
 TRIGGERS: list[tuple[str, tuple[str, ...]]] = [
     (r"@", (EMAIL, URL)),
     (r"://|www\.|[a-zA-Z0-9]\.(?:com|net|org|io|me|ly|ee|gl|co|us|app|blog|tv|uk|de|fr|ca|au|in)\b", (URL,)),
@@ -64,7 +76,8 @@ TRIGGERS: list[tuple[str, tuple[str, ...]]] = [
     (r"\+\d|\b0\d{1,4}[\s\-]\d{2}|\b\d{3}-\d{4}\b", (PHONE,)),
     (r"\d\.\d{1,3}\.\d{1,3}\.\d|[0-9a-fA-F]:[0-9a-fA-F]{1,4}:|::[0-9a-fA-F]", (IP,)),
     (
-        rf"\b\d{{1,2}}/\d{{1,2}}\b|\b\d{{1,2}}[.\-]\d{{1,2}}[.\-]\d{{2}}|\d{{4}}-\d\d-\d\d|(?i:\b(?:{_MONTHS})[a-z]*\.?\s+\d)|\d\s+(?i:{_MONTHS})",
+        rf"\b\d{{1,2}}[/.\-]\d{{1,2}}[/.\-]\d{{2}}|\d{{4}}-\d\d-\d\d|(?i:\b(?:{_MONTHS})\.?\s+\d)|\d\s+(?i:{_MONTHS})\b"
+        rf"|(?i:\b(?:{_DATE_CUES})\b)[^;\n]{{0,24}}\b\d{{1,2}}/\d{{1,2}}\b",
         (DATE,),
     ),
     (
@@ -84,27 +97,30 @@ TRIGGERS: list[tuple[str, tuple[str, ...]]] = [
         (ADDRESS,),
     ),
     (rf"(?i:\b(?:{_ID_WORDS})\b)[^\n]{{0,30}}\d", (ID_NUMBER, DEVICE_ID, SSN)),
-    (r"\b(?:Dr|Mr|Mrs|Ms|Mx|Miss|Prof|Sr|Sra|Mme|Herr|Frau)\.?\s+[A-ZÀ-Þ]", (NAME,)),
-    (rf"(?i:\b(?:{_RELATIONS}))(?:'s|’s)?,?\s+[A-ZÀ-Þ][a-zß-ÿ]", (NAME,)),
+    (r"\b(?:Dr|Mr|Mrs|Ms|Mx|Miss|Prof|Sr|Sra|Mme|Herr|Frau)\.?\s+[A-ZÀ-Þ]", ("name.title",)),
+    (rf"(?i:\b(?:{_RELATIONS}))(?:'s|’s)?,?\s+[A-ZÀ-Þ][a-zß-ÿ]", ("name.relation",)),
     (
         r"(?i:\b(?:my name|name is|name's|i am|i'm|i’m|this is|it's me|it’s me|ich bin|je suis|je m'appelle|me llamo|"
         r"soy)),?\s+[A-ZÀ-Þ]",
-        (NAME,),
+        ("name.self",),
     ),
-    (r"\b(?:Hi|Hello|Hey|Dear|Thanks|Thank you|Namaste|Bonjour|Hola|Hallo|Hiya),?\s+[A-ZÀ-Þ]", (NAME,)),
+    (r"\b(?:Hi|Hello|Hey|Dear|Thanks|Thank you|Namaste|Bonjour|Hola|Hallo|Hiya),?\s+[A-ZÀ-Þ]", ("name.greeting",)),
     (
         r"\b(?:Pt|pt|Patient|patient|PATIENT|Name|NAME|name|Deceased|DECEASED|Intake|Registration|Guarantor|Resident|"
         r"Caller)[:,]?\s+[A-ZÀ-Þ]|name on (?:the )?card\s+[A-ZÀ-Þ]",
-        (NAME,),
+        ("name.label",),
     ),
-    (r"(?i:\b(?:pt|patient|name)\s*:)\s*[a-z]|\b(?:im|i'm|i am|my name is|hi|hello|hey|thanks)\s+[a-z]", (NAME,)),
-    (r"[a-z], [A-ZÀ-Þ][a-zß-ÿ]+[.!?]|[a-z] and (?:I|me)\b", (NAME,)),
-    (r"[a-z], (?:MRN|DOB|SSN|DL |\d{1,3} ?(?:y|[MF]\b)|\d{1,3},|[Vv]ersicherten)", (NAME,)),
+    (
+        r"(?i:\b(?:pt|patient|name)\s*:)\s*[a-z]|\b(?:im|i'm|i am|my name is|hi|hello|hey|thanks)\s+[a-z]",
+        ("name.lower",),
+    ),
+    (r"[a-z], [A-ZÀ-Þ][a-zß-ÿ]+[.!?]|[a-z] and (?:I|me)\b", ("name.vocative", "name.pair")),
+    (r"[a-z], (?:MRN|DOB|SSN|DL |\d{1,3} ?(?:y|[MF]\b)|\d{1,3},|[Vv]ersicherten)", ("name.lead",)),
     (
         r"[a-z,;] [A-Z][a-z]{2,}(?:'s|’s)?\s+(?:has|had|is|was|may|might|needs|becomes|should|will|can|gets|"
         r"got|said|says|wants|takes|keeps|feels|seems|started)\b|^[a-z]{3,}\s+(?:has|had|is|was)\b"
         r"|[a-z,;] [A-Z][a-z]{2,}(?:'s|’s) [a-z]",
-        (NAME,),
+        ("name.verb",),
     ),
 ]
 CANDIDATE_PATTERN = "|".join(trigger for trigger, _ in TRIGGERS)
@@ -130,9 +146,9 @@ def _trigger_set() -> re2.Set:
     return triggers
 
 
-def triggered_kinds(text: str) -> set[str]:
-    """The kinds whose trigger ``text`` matches (empty: nothing personal can be in it)."""
-    return {kind for index in _trigger_set().Match(text) or () for kind in TRIGGERS[index][1]}
+def triggered(text: str) -> set[str]:
+    """What the triggers that ``text`` matches can reveal (empty: nothing personal can be in it)."""
+    return {tag for index in _trigger_set().Match(text) or () for tag in TRIGGERS[index][1]}
 
 
 @cache
@@ -141,17 +157,22 @@ def default_allowlist() -> AllowList:
     return AllowList.from_entries(Settings.from_env().pii_allowlist)
 
 
-def find_spans(text: str, allow: AllowList | None = None, kinds: Iterable[str] | None = None) -> list[Span]:
+def find_spans(text: str, allow: AllowList | None = None, tags: Iterable[str] | None = None) -> list[Span]:
     """Non-overlapping personal-data spans, sorted; earlier kinds in ``KINDS`` win overlaps.
-    ``kinds``: run only these recognizers (default: those whose trigger ``text`` matches)."""
+    ``tags``: what to look for (kinds and name cues; default: what ``text``'s triggers reveal)."""
     allow = allow or default_allowlist()
-    wanted = triggered_kinds(text) if kinds is None else set(kinds)
+    wanted = triggered(text) if tags is None else set(tags)
+    if ner_model() is not None:
+        wanted.add(NAME)  # the model finds names without a cue: every string goes through it
+    cues = {tag.split(".", 1)[1] for tag in wanted if tag.startswith(NAME + ".")}
+    kinds = {tag.split(".", 1)[0] for tag in wanted}
     taken = bytearray(len(text))
     chosen: list[Span] = []
     for kind in KINDS:
-        if kind not in wanted:
+        if kind not in kinds:
             continue
-        spans = sorted(set(RECOGNIZERS[kind](text, allow)), key=lambda span: (span[0], span[0] - span[1]))
+        found = find_names(text, allow, cues) if kind == NAME else RECOGNIZERS[kind](text, allow)
+        spans = sorted(set(found), key=lambda span: (span[0], span[0] - span[1]))
         for start, end, span_kind in spans:
             if end <= start or any(taken[start:end]):
                 continue
@@ -188,6 +209,7 @@ def _scrub_distinct(texts: list[str | None], allow: AllowList) -> dict[int, tupl
     if len(clean) > _KNOWN_CLEAN_LIMIT:
         clean.clear()
     triggers = _trigger_set()
+    with_ner = ner_model() is not None
     changed: dict[int, tuple[str, Counter]] = {}
     for position, text in enumerate(texts):
         if text is None:
@@ -195,9 +217,9 @@ def _scrub_distinct(texts: list[str | None], allow: AllowList) -> dict[int, tupl
         key = (len(text), hash(text))
         if key in clean:
             continue
-        hits = triggers.Match(text)
-        if hits:
-            new, found = scrub_text(text, allow, {kind for index in hits for kind in TRIGGERS[index][1]})
+        tags = {tag for index in triggers.Match(text) or () for tag in TRIGGERS[index][1]}
+        if tags or with_ner:
+            new, found = scrub_text(text, allow, tags)
             if found:
                 changed[position] = (new, found)
                 continue
