@@ -198,12 +198,16 @@ _CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[068]|35|6011|64[4-9]|65|
 def find_cards(text: str, allow: AllowList) -> Iterator[Span]:
     for match in _CARD.finditer(text):
         digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) and luhn.is_valid(digits):
-            if not re.search(r"\b(?:imei|serial|s/?n|ndc|lot)\b[\s:#.]*$", _before(text, match.start(), 20)):
-                yield match.start(), match.end(), CARD
+        labelled_otherwise = re.search(r"\b(?:imei|serial|s/?n|ndc|lot)\b[\s:#.]*$", _before(text, match.start(), 20))
+        plausible = 13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) and luhn.is_valid(digits)
+        if plausible and not labelled_otherwise:
+            yield match.start(), match.end(), CARD
 
 
-_SSN_CUE = r"(?:ssn|ss#|ss\s*(?:no\.?|number|#)|social(?:\s+security)?(?:\s+(?:number|no\.?|#|sec\s*no))?|social\s+sec(?:\.|urity)?\s*(?:no\.?|#|number)?)"
+_SSN_CUE = (
+    r"(?:ssn|ss#|ss\s*(?:no\.?|number|#)|social(?:\s+security)?(?:\s+(?:number|no\.?|#|sec\s*no))?"
+    r"|social\s+sec(?:\.|urity)?\s*(?:no\.?|#|number)?)"
+)
 _SSN_SEPARATED = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
 _SSN_CUED = re.compile(rf"(?i)\b{_SSN_CUE}\b[^0-9\n]{{0,25}}?(\d{{9}}|\d{{3}}[- ]?\d{{2}}[- ]?\d{{4}})(?![\w-])")
 
@@ -331,7 +335,10 @@ def find_device_ids(text: str, allow: AllowList) -> Iterator[Span]:
 
 # --- dates tied to a person, ages over 89 ---------------------------------------------------
 
-_MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?"
+    r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
 _DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?"
 _FULL_DATE = re.compile(
     rf"(?i)(?<![\w/.-])(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-](?:\d{{4}}|\d{{2}})|\d{{4}}-\d{{2}}-\d{{2}}"
@@ -416,7 +423,8 @@ _PERSON = (
     r"aunt|uncle|husband|wife|patient|pt|resident|neighbou?r|client|dad's|mum's|mom's)"
 )
 _AGE = re.compile(
-    rf"(?i)(?:\b(?:aged?|turned|turning|at|is|was|of|'s|’s|i'm|i’m|im|i am)\s+(?P<a>{_OLD})\b(?!\s*(?:%|mg|kg|lb|bpm|mmhg|°|f\b|c\b|degrees|/|\.\d|x|ml|percent|cm|mm))"
+    rf"(?i)(?:\b(?:aged?|turned|turning|at|is|was|of|'s|’s|i'm|i’m|im|i am)\s+(?P<a>{_OLD})\b"
+    r"(?!\s*(?:%|mg|kg|lb|bpm|mmhg|°|f\b|c\b|degrees|/|\.\d|x|ml|percent|cm|mm))"
     rf"|\b(?P<b>{_OLD})(?:\s*(?:y/?o\b|yo\b|yrs?\b|years?\b|-years?-old|-year\b)|(?-i:[MF])\b)"
     rf"|\((?:age\s+)?(?P<c>{_OLD})\)"
     rf"|(?<=[{_LETTER}]),\s+(?P<d>{_OLD}),)"
@@ -430,11 +438,10 @@ def find_ages(text: str, allow: AllowList) -> Iterator[Span]:
         before = _before(text, match.start(), 30)
         if group == "a":
             cue = match.group()[: match.start(group) - match.start()].strip().lower()
-            if cue in {"is", "was", "'s", "’s", "at", "of"} and not re.search(
-                rf"\b{_PERSON}\b[^.!?\d]{{0,25}}$", before + cue
-            ):
-                if not (cue == "at" and re.match(r"\s*,", text[end:])):
-                    continue
+            weak = cue in {"is", "was", "'s", "’s", "at", "of"}
+            of_a_person = re.search(rf"\b{_PERSON}\b[^.!?\d]{{0,25}}$", before + cue)
+            if weak and not of_a_person and not (cue == "at" and re.match(r"\s*,", text[end:])):
+                continue
         if re.search(
             r"\b(?:fever|temperature|temp|above|below|over|under|up\s+to|until|by|after|before)\b\W*(?:age\s+)?$",
             before,
@@ -468,7 +475,8 @@ _STREET_CUED = re.compile(
 _POSTCODES = re.compile(
     r"\b[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}\b"  # UK
     r"|\b[A-Z]\d[A-Z]\s\d[A-Z]\d\b"  # Canada
-    r"|(?<=\b(?:AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY) )\d{5}(?:-\d{4})?\b"
+    r"|(?<=\b(?:AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM"
+    r"|NY|NC|ND|OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY) )\d{5}(?:-\d{4})?\b"
     r"|(?<=\b(?:NSW|VIC|QLD|TAS|ACT) )\d{4}\b"
 )
 _POSTCODE_CUED = re.compile(
@@ -722,7 +730,10 @@ _RELATION = (
     r"nan|nana|granny|gran|nephew|niece|cousin|friend|kid|child|baby|twin|stepson|stepdaughter|"
     r"(?:mother|father|son|daughter|brother|sister)-in-law|carer|caregiver|neighbou?r|roommate)"
 )
-_SELF = r"(?:my\s+name\s+is|my\s+name's|name\s+is|i\s+am|i'm|i’m|this\s+is|it's\s+me|it’s\s+me|ich\s+bin|je\s+suis|je\s+m'appelle|me\s+llamo|soy|mi\s+nombre\s+es)"
+_SELF = (
+    r"(?:my\s+name\s+is|my\s+name's|name\s+is|i\s+am|i'm|i’m|this\s+is|it's\s+me|it’s\s+me|ich\s+bin|je\s+suis"
+    r"|je\s+m'appelle|me\s+llamo|soy|mi\s+nombre\s+es)"
+)
 _CUE_BEFORE_RELATION = re.compile(
     r"(?:\b(?:my|our|your|his|her|their|pt's|pt’s|patient's|patient’s|contact|with|for|and)\s+|(?:^|[.!?:;—–(-]\s*))$",
     re.IGNORECASE,

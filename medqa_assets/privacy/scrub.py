@@ -63,8 +63,9 @@ _RELATIONS = (
 )
 _ID_WORDS = (
     "mrn|medical record|chart|member|medicare|mbi|medicaid|nhs|msp|health card|health plan|insurance|policy|claim|"
-    "acct|account|licen[cs]e|dl|certificate|ref|rx|prescription|social|sin|ni|aadhaar|pan|passport|versicherten|"
-    "sozialversicherung|krankenversicherung|sécurité|securite|tax id|tin|ein|case|id|beneficiary|subscriber|"
+    "acct|account|licen[cs]e|dl|certificate|ref|rx|prescription|social|sin|ni|aadhaar|pan|passport|"
+    "versichertennummer|sozialversicherungsnummer|krankenversicherungsnummer|sécurité sociale|securite sociale|"
+    "tax id|tin|ein|case|id|beneficiary|subscriber|"
     "serial|s/n|sn|imei|vin|plate|registration|transmitter|udi|mac|meid|esn|iccid|ssn|ss#|ss no|ss number"
 )
 # (trigger, what it can reveal: kinds, or "name.<cue>" for one kind of name cue): a recognizer
@@ -72,8 +73,13 @@ _ID_WORDS = (
 TRIGGERS: list[tuple[str, tuple[str, ...]]] = [
     (r"@", (EMAIL, URL)),
     (r"://|www\.|[a-zA-Z0-9]\.(?:com|net|org|io|me|ly|ee|gl|co|us|app|blog|tv|uk|de|fr|ca|au|in)\b", (URL,)),
-    (r"\d{3}\)?[\s.\-]?\d{2}", (PHONE, SSN, CARD, ID_NUMBER, DEVICE_ID, ADDRESS)),
-    (r"\+\d|\b0\d{1,4}[\s\-]\d{2}|\b\d{3}-\d{4}\b", (PHONE,)),
+    (
+        r"\(?\b\d{3}\)?[\s.\-]?\d{3}[\s.\-]\d{4}\b|\b\d{10,11}\b|\+\d|\b0\d{1,4}[\s\-]\d{2}|\(0\d{1,4}\)\s?\d"
+        r"|\b\d{3}-\d{4}\b",
+        (PHONE,),
+    ),
+    (r"\b\d{3}[- ]\d{2}[- ]\d{4}\b", (SSN,)),
+    (r"\b\d{4}[ \-]?\d{4}[ \-]?\d{4}|\b\d{4}[ \-]\d{6}[ \-]\d{4,5}\b|\b\d{13,19}\b", (CARD,)),
     (r"\d\.\d{1,3}\.\d{1,3}\.\d|[0-9a-fA-F]:[0-9a-fA-F]{1,4}:|::[0-9a-fA-F]", (IP,)),
     (
         rf"\b\d{{1,2}}[/.\-]\d{{1,2}}[/.\-]\d{{2}}|\d{{4}}-\d\d-\d\d|(?i:\b(?:{_MONTHS})\.?\s+\d)|\d\s+(?i:{_MONTHS})\b"
@@ -81,19 +87,22 @@ TRIGGERS: list[tuple[str, tuple[str, ...]]] = [
         (DATE,),
     ),
     (
-        r"(?i:\b(?:aged?|turned|turning|is|was|at|of|'s|’s|i'm|i’m|im|i am)\s+(?:9\d|1[01]\d)\b)|\b(?:9\d|1[01]\d)\s*(?:y|-y|[MF]\b)"
+        r"(?i:\b(?:aged?|turned|turning|is|was|at|of|'s|’s|i'm|i’m|im|i am)\s+(?:9\d|1[01]\d)\b)"
+        r"|\b(?:9\d|1[01]\d)\s*(?:y|-y|[MF]\b)"
         r"|\((?:age )?(?:9\d|1[01]\d)\)|, (?:9\d|1[01]\d),",
         (AGE,),
     ),
     (
         r"\b(?:St|Street|Ave|Avenue|Rd|Road|Blvd|Boulevard|Ln|Lane|Dr|Drive|Ct|Court|Way|Pl|Place|Ter|Terrace|Cres|"
         r"Crescent|Pkwy|Parkway|Hwy|Highway|Cir|Circle|Sq|Square|Trail|Trl|Row|Close|Mews|Pike|Walk|Grove|Gardens|st|"
-        r"ave|rd|blvd|(?i:rue|calle|avenida|via|viale|chemin|rua|carrer))\b|(?:straße|strasse|weg|gasse|allee|platz|damm) \d",
+        r"ave|rd|blvd|(?i:rue|calle|avenida|via|viale|chemin|rua|carrer))\b"
+        r"|(?:straße|strasse|weg|gasse|allee|platz|damm) \d",
         (ADDRESS,),
     ),
     (
-        r"[A-Z]\d[A-Z\d]? \d[A-Z]|\b[A-Z]{2,3} \d{4}|(?i:zip|postal|postcode|post code|pin code|pincode|plz|"
-        r"live in|living in|i'm in|im in|we're in|near)\W{1,3}\d",
+        r"[A-Z]\d[A-Z\d]? \d[A-Z]|\b[A-Z]{2,3} \d{4}"
+        r"|(?i:zip|zip code|zipcode|postal code|postcode|post code|pin code|pincode|plz|live in|living in|i'm in"
+        r"|im in|we're in|near)\W{1,3}\d",
         (ADDRESS,),
     ),
     (rf"(?i:\b(?:{_ID_WORDS})\b)[^\n]{{0,30}}\d", (ID_NUMBER, DEVICE_ID, SSN)),

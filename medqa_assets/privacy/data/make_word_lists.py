@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from medqa_assets.privacy.recognizers import NOT_NAMES
+
 HERE = Path(__file__).resolve().parent
 BUNDLED = HERE.parents[1] / "medquad" / "bundled" / "medquad.parquet"
 
@@ -42,28 +44,10 @@ def medquad_words() -> tuple[Counter, Counter]:
     return lower, capitalized
 
 
-# Words too common in chat to stand for a name on their own, whatever MedQuAD says.
-COMMON_WORDS = set(
+# Words too common in chat to stand for a name on their own, whatever MedQuAD says: the words the
+# recognizers never take for a name (months, days, pronouns, ...), and these.
+COMMON_WORDS = NOT_NAMES | set(
     [
-        "january",
-        "february",
-        "march",
-        "april",
-        "may",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
         "grace",
         "joy",
         "pat",
@@ -75,7 +59,6 @@ COMMON_WORDS = set(
         "rose",
         "dawn",
         "summer",
-        "august",
         "sunny",
         "honey",
         "baby",
