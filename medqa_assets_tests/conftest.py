@@ -153,7 +153,7 @@ class MlflowService:
     log_path: Path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not the session: an idle MLflow server still costs CPU
 def mlflow_service(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowService]:
     """``mlflow server``: backend in a fresh PostgreSQL database, artifacts proxied to SeaweedFS S3."""
     bucket = f"mlflow-test-{secrets.token_hex(5)}"

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -83,7 +84,7 @@ TRIGGERS: list[tuple[str, tuple[str, ...]]] = [
     (r"\d\.\d{1,3}\.\d{1,3}\.\d|[0-9a-fA-F]:[0-9a-fA-F]{1,4}:|::[0-9a-fA-F]", (IP,)),
     (
         rf"\b\d{{1,2}}[/.\-]\d{{1,2}}[/.\-]\d{{2}}|\d{{4}}-\d\d-\d\d|(?i:\b(?:{_MONTHS})\.?\s+\d)|\d\s+(?i:{_MONTHS})\b"
-        rf"|(?i:\b(?:{_DATE_CUES})\b)[^;\n]{{0,24}}\b\d{{1,2}}/\d{{1,2}}\b",
+        rf"|(?i:\b(?:{_DATE_CUES})\b)\W{{1,3}}(?:\w+\W{{1,3}})?\d{{1,2}}/\d{{1,2}}\b",
         (DATE,),
     ),
     (
@@ -105,7 +106,7 @@ TRIGGERS: list[tuple[str, tuple[str, ...]]] = [
         r"|im in|we're in|near)\W{1,3}\d",
         (ADDRESS,),
     ),
-    (rf"(?i:\b(?:{_ID_WORDS})\b)[^\n]{{0,30}}\d", (ID_NUMBER, DEVICE_ID, SSN)),
+    (rf"(?i:\b(?:{_ID_WORDS})\b)\W{{1,4}}(?:\w+\W{{1,4}}){{0,2}}[A-Za-z]{{0,5}}[\-\s]?\d", (ID_NUMBER, DEVICE_ID, SSN)),
     (r"\b(?:Dr|Mr|Mrs|Ms|Mx|Miss|Prof|Sr|Sra|Mme|Herr|Frau)\.?\s+[A-ZÀ-Þ]", ("name.title",)),
     (rf"(?i:\b(?:{_RELATIONS}))(?:'s|’s)?,?\s+[A-ZÀ-Þ][a-zß-ÿ]", ("name.relation",)),
     (
@@ -207,7 +208,7 @@ def scrub_text(text: str, allow: AllowList | None = None, kinds: Iterable[str] |
 
 
 def candidate_mask(values: pa.Array) -> pa.Array:
-    """Which strings match a trigger (nulls do not); for reports, the scrub itself uses the RE2 set."""
+    """Which strings match a trigger (nulls do not)."""
     triggers = _trigger_set()
     return pa.array([value is not None and bool(triggers.Match(value)) for value in values.to_pylist()])
 
@@ -236,15 +237,38 @@ def _scrub_distinct(texts: list[str | None], allow: AllowList) -> dict[int, tupl
     return changed
 
 
+# Strings up to this many characters are screened by one vectorized pass of all triggers
+# (pyarrow's RE2); longer ones, where that automaton slows down (a long answer walks through many
+# of its states), are screened one by one with the RE2 set, after de-duplication.
+VECTORIZED_SCREEN_MAX_CHARS = 500
+
+
+def _candidates(values: pa.Array) -> np.ndarray:
+    """Which strings may hold personal data: short ones that match a trigger, and every long one."""
+    lengths = pc.fill_null(pc.utf8_length(values), -1).to_numpy(zero_copy_only=False)
+    short = (lengths >= 0) & (lengths <= VECTORIZED_SCREEN_MAX_CHARS)
+    mask = lengths > VECTORIZED_SCREEN_MAX_CHARS
+    positions = np.flatnonzero(short)
+    if len(positions):
+        screened = pc.match_substring_regex(pc.take(values, pa.array(positions)), CANDIDATE_PATTERN)
+        mask[positions] = pc.fill_null(screened, False).to_numpy(zero_copy_only=False)
+    return mask
+
+
 def scrub_array(values: pa.Array, allow: AllowList | None = None) -> tuple[pa.Array, dict[str, int]]:
     """Replace personal data in a string array; returns the new array and redactions per kind.
 
-    Each distinct string is scrubbed once; its redactions count once per occurrence."""
+    Each distinct candidate string is scrubbed once; its redactions count once per occurrence."""
     allow = allow or default_allowlist()
     counts = dict.fromkeys(PII_KINDS, 0)
     if len(values) == 0 or values.null_count == len(values):
         return values, counts
-    encoded = pc.dictionary_encode(values)
+    # with a model, every string goes through it: it finds names without a cue
+    mask = _candidates(values) if ner_model() is None else pc.is_valid(values).to_numpy(zero_copy_only=False)
+    if not mask.any():
+        return values, counts
+    candidates = pc.filter(values, pa.array(mask))
+    encoded = pc.dictionary_encode(candidates)
     distinct = encoded.dictionary.to_pylist()
     changed = _scrub_distinct(distinct, allow)
     if not changed:
@@ -255,7 +279,8 @@ def scrub_array(values: pa.Array, allow: AllowList | None = None) -> tuple[pa.Ar
         distinct[position] = new
         for kind, count in found.items():
             counts[kind] += count * times[position]
-    return pc.take(pa.array(distinct, type=values.type), encoded.indices), counts
+    scrubbed = pc.take(pa.array(distinct, type=values.type), encoded.indices)
+    return pc.replace_with_mask(values, pa.array(mask), scrubbed), counts
 
 
 def scrub_texts(texts: list[str | None], allow: AllowList | None = None) -> tuple[list[str | None], dict[str, int]]:
