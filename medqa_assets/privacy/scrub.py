@@ -240,7 +240,7 @@ def _scrub_distinct(texts: list[str | None], allow: AllowList) -> dict[int, tupl
 # Strings up to this many characters are screened by one vectorized pass of all triggers
 # (pyarrow's RE2); longer ones, where that automaton slows down (a long answer walks through many
 # of its states), are screened one by one with the RE2 set, after de-duplication.
-VECTORIZED_SCREEN_MAX_CHARS = 500
+VECTORIZED_SCREEN_MAX_CHARS = 200
 
 
 def _candidates(values: pa.Array) -> np.ndarray:
@@ -248,6 +248,8 @@ def _candidates(values: pa.Array) -> np.ndarray:
     lengths = pc.fill_null(pc.utf8_length(values), -1).to_numpy(zero_copy_only=False)
     short = (lengths >= 0) & (lengths <= VECTORIZED_SCREEN_MAX_CHARS)
     mask = lengths > VECTORIZED_SCREEN_MAX_CHARS
+    if short.all():  # the common case for questions: no copy
+        return pc.fill_null(pc.match_substring_regex(values, CANDIDATE_PATTERN), False).to_numpy(zero_copy_only=False)
     positions = np.flatnonzero(short)
     if len(positions):
         screened = pc.match_substring_regex(pc.take(values, pa.array(positions)), CANDIDATE_PATTERN)
@@ -267,20 +269,24 @@ def scrub_array(values: pa.Array, allow: AllowList | None = None) -> tuple[pa.Ar
     mask = _candidates(values) if ner_model() is None else pc.is_valid(values).to_numpy(zero_copy_only=False)
     if not mask.any():
         return values, counts
-    candidates = pc.filter(values, pa.array(mask))
+    candidates = values if mask.all() else pc.filter(values, pa.array(mask))
     encoded = pc.dictionary_encode(candidates)
     distinct = encoded.dictionary.to_pylist()
     changed = _scrub_distinct(distinct, allow)
     if not changed:
         return values, counts
-    occurrences = pc.value_counts(encoded.indices)
-    times = dict(zip(occurrences.field("values").to_pylist(), occurrences.field("counts").to_pylist(), strict=True))
-    for position, (new, found) in changed.items():
-        distinct[position] = new
-        for kind, count in found.items():
-            counts[kind] += count * times[position]
-    scrubbed = pc.take(pa.array(distinct, type=values.type), encoded.indices)
-    return pc.replace_with_mask(values, pa.array(mask), scrubbed), counts
+    # only the rows whose string changed are replaced (one copy of the array, not two)
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    candidate_rows = np.flatnonzero(mask)
+    hit = np.isin(indices, np.fromiter(changed, dtype=indices.dtype, count=len(changed)))
+    rows = candidate_rows[hit]
+    for position in indices[hit].tolist():
+        for kind, count in changed[position][1].items():
+            counts[kind] += count
+    replaced = np.zeros(len(values), dtype=bool)
+    replaced[rows] = True
+    new_values = pa.array([changed[position][0] for position in indices[hit].tolist()], type=values.type)
+    return pc.replace_with_mask(values, pa.array(replaced), new_values), counts
 
 
 def scrub_texts(texts: list[str | None], allow: AllowList | None = None) -> tuple[list[str | None], dict[str, int]]:
