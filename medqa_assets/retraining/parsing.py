@@ -49,7 +49,7 @@ class ParsedLog:
         return len(self.records) + len(self.rejected)
 
 
-def _truncate(raw: bytes | str, limit: int = 2000) -> str:
+def truncate_text(raw: bytes | str, limit: int = 2000) -> str:
     """At most ``limit`` characters, cut back to a space: a value cut in half (an identifier's first
     digits) would no longer look like what it is, and would pass the scrubber."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
@@ -61,7 +61,7 @@ def _from_items(items: list[Any], parsed: ParsedLog, offset: int = 0) -> None:
         if isinstance(item, dict):
             parsed.records.append(item)
         else:
-            parsed.rejected.append((index, "not_an_object", _truncate(orjson.dumps(item))))
+            parsed.rejected.append((index, "not_an_object", truncate_text(orjson.dumps(item))))
 
 
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -90,7 +90,8 @@ def _damaged_array(text: str, parsed: ParsedLog) -> None:
             item, end = _PYTHON_JSON.raw_decode(text, position)
         except ValueError:
             offset = len(text[:position].encode("utf-8"))
-            parsed.rejected.append((index, "damaged_json", f"from byte {offset}: " + _truncate(text[position:], 500)))
+            rest = truncate_text(text[position:], 500)
+            parsed.rejected.append((index, "damaged_json", f"from byte {offset}: {rest}"))
             parsed.damage_offset = offset
             return
         _from_items([item], parsed, offset=index)
@@ -159,12 +160,12 @@ def _parse_lines(lines: list[bytes], parsed: ParsedLog) -> ParsedLog:
         try:
             item = _loads(line)
         except ValueError:
-            parsed.rejected.append((index, "invalid_json", _truncate(line)))
+            parsed.rejected.append((index, "invalid_json", truncate_text(line)))
             continue
         if isinstance(item, dict):
             parsed.records.append(item)
         else:
-            parsed.rejected.append((index, "not_an_object", _truncate(line)))
+            parsed.rejected.append((index, "not_an_object", truncate_text(line)))
     return parsed
 
 

@@ -26,6 +26,7 @@ from medqa_assets.retraining.parsing import (
     PROVENANCE_FIELDS,
     UnparseableFile,
     parse_log_bytes,
+    truncate_text,
 )
 from medqa_assets.text import collapse_whitespace
 
@@ -273,10 +274,7 @@ def _scrub_rejected(result: ChunkResult) -> None:
     scrubbed like training text (a line that is not JSON, as text), before it is cut to size, so
     that no identifier is cut in half and missed."""
     for entry in result.rejected:
-        text = scrub_record_text(entry["record"])
-        if len(text) > QUARANTINED_RECORD_CHARS:
-            text = text[: QUARANTINED_RECORD_CHARS + 1].rsplit(None, 1)[0][:QUARANTINED_RECORD_CHARS] + "…"
-        entry["record"] = text
+        entry["record"] = truncate_text(scrub_record_text(entry["record"]), QUARANTINED_RECORD_CHARS)
 
 
 IDENTITY_DTYPE = "S16"  # 16-byte identities, compared as fixed-width byte strings
