@@ -50,9 +50,10 @@ def medquad_splits() -> tuple[dict[str, pd.DataFrame], str]:
         return {name: real.read_jsonl(key) for name, key in layout.SPLIT_KEYS.items()}, "object_store/ (real splits)"
     bundled = REPO / "medqa_assets" / "medquad" / "bundled" / "medquad.parquet"
     if bundled.exists():
-        from medqa_assets.splitting.transforms import clean_medquad, split_dataset
+        from medqa_assets.medquad.clean import clean_medquad
+        from medqa_assets.splitting.transforms import split_dataset
 
-        frames = split_dataset(clean_medquad(pd.read_parquet(bundled)).frame)
+        frames = split_dataset(clean_medquad(pd.read_parquet(bundled)).frame).splits
         return frames, "bundled MedQuAD split by medqa_assets.splitting.transforms"
     sizes = {"training": 10_000, "validation": 3_000, "evaluation": 3_000}
     return {name: fx.split_frame(n, i, name) for i, (name, n) in enumerate(sizes.items())}, "synthetic"

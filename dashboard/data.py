@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.json as pj
 import streamlit as st
 
+from medqa_assets.medquad.clean import CLEAN_COLUMNS
 from medqa_assets.retraining.transforms import OUTPUT_COLUMNS
 from medqa_assets.settings import Settings
-from medqa_assets.splitting.transforms import CLEAN_COLUMNS
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
 

@@ -21,7 +21,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from dashboard.data import histogram, word_counts
-from medqa_assets.splitting.transforms import normalize_text_key
+from medqa_assets.text import normalize_text_key
 
 ALPHA = 0.05
 MIN_ROWS = 20

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from medqa_assets.privacy.scrub import scrub_value
-from medqa_assets.splitting.schemas import ValidationReport, validate_frame
+from medqa_assets.validation import ValidationReport, validate_frame
 
 SCHEMA_CHECK = "schema"
 

@@ -59,7 +59,7 @@ def split_frame(n: int, seed: int, name: str) -> pd.DataFrame:
             {
                 "row_id": hashlib.blake2b(f"{name}-{index}".encode(), digest_size=8).hexdigest(),
                 "question_id": f"{index:07d}-{index % 3}",
-                "document_id": f"{index:07d}",
+                "document_id": f"{name[:3]}{index // 2:05d}",  # one document per focus, none shared
                 "document_source": "GHR" if index % 2 else "CancerGov",
                 "question_type": str(question_type),
                 "question_focus": focus,
@@ -104,7 +104,7 @@ def write_offline(store: ObjectStore, frames: dict[str, pd.DataFrame], sets: int
         "dropped": {**dropped, "total_dropped": sum(dropped.values())},
         "ratios": {"training": 0.6, "validation": 0.2, "evaluation": 0.2},
         "ratio_deviation": {"training": 0.0, "validation": 0.0, "evaluation": 0.0},
-        "leakage": {"question": 0, "question_focus": 0},
+        "leakage": {"held_out_rows_sharing_with_training": {"question": 0, "focus": 0, "document": 0, "answer": 0}},
         "files": files,
         "created": START.isoformat(),
     }

@@ -14,12 +14,14 @@ import pandas as pd
 import pytest
 
 from medqa_assets.medquad.assets import medquad_clean, medquad_raw
+from medqa_assets.medquad.clean import normalize_whitespace
 from medqa_assets.resources import build_resources
 from medqa_assets.splitting import assets as splitting_assets
 from medqa_assets.splitting.assets import build_splitting_assets
-from medqa_assets.splitting.transforms import normalize_text_key, normalize_whitespace
+from medqa_assets.splitting.transforms import SplitResult
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
+from medqa_assets.text import normalize_text_key
 
 BUNDLED = Path(__file__).resolve().parents[1] / "medqa_assets" / "medquad" / "bundled" / "medquad.parquet"
 OFFLINE_KEYS = [
@@ -127,13 +129,19 @@ def test_production_set_count_follows_the_setting(local_store_env, small_source,
 
 
 def test_split_is_stable_under_reordering(local_store_env, small_source: Path) -> None:
+    """Shuffling the source rows changes no file: not a row id, not a byte of any split or set."""
     assert run_offline().success
     store = ObjectStore.from_settings()
-    before = {n: set(store.read_jsonl(k)["row_id"]) for n, k in layout.SPLIT_KEYS.items()}
+    files = [*layout.SPLIT_KEYS.values(), *(layout.production_set_key(f"set{i}") for i in range(1, 6))]
+    before = {key: hashlib.sha256(store.read_bytes(key)).hexdigest() for key in files}
     pd.read_parquet(small_source).sample(frac=1.0, random_state=7).to_parquet(small_source)
     assert run_offline().success
-    after = {n: set(store.read_jsonl(k)["row_id"]) for n, k in layout.SPLIT_KEYS.items()}
+    after = {key: hashlib.sha256(store.read_bytes(key)).hexdigest() for key in files}
     assert before == after
+    metadata = store.read_json(layout.SPLIT_METADATA)
+    assert {n: f["sha256"] for n, f in metadata["files"].items()} == {
+        n: before[k] for n, k in layout.SPLIT_KEYS.items()
+    }
 
 
 def snapshot(store: ObjectStore) -> dict[str, bytes]:
@@ -165,9 +173,17 @@ def test_bad_input_fails_clearly_and_keeps_the_store(
     elif problem == "empty_after_filter":
         run_config = {"ops": {"medquad_clean": {"config": {"question_types": ["factoid", "yesno", "list"]}}}}
     else:
+        real_split = splitting_assets.split_dataset
 
-        def leaky(clean: pd.DataFrame, ratios=None, groups=None) -> dict[str, pd.DataFrame]:
-            return {"training": clean, "validation": clean.head(5), "evaluation": clean.tail(5)}
+        def leaky(clean: pd.DataFrame, ratios=None, groups=None, rule=None) -> SplitResult:
+            """The real split with one of two training rows of the same focus moved to evaluation."""
+            result = real_split(clean, ratios, groups, rule)
+            keys = result.groups.keys
+            focus = keys[keys["kind"].eq("focus") & (result.split_of_row[keys["row"]] == "training")]
+            shared = focus[focus["node"].duplicated(keep=False)]
+            result.split_of_row[shared["row"].iloc[0]] = "evaluation"
+            result.splits = {n: clean[result.split_of_row == n].reset_index(drop=True) for n in result.splits}
+            return result
 
         monkeypatch.setattr(splitting_assets, "split_dataset", leaky)
     result = run_offline(run_config)
@@ -203,7 +219,20 @@ def test_full_xml_source_on_local_and_s3(
     total = sum(counts.values())
     assert total == metadata["final_records"] == 47441 - metadata["dropped"]["total_dropped"]
     assert all(abs(counts[n] / total - r) < 0.02 for n, r in {"training": 0.6, "validation": 0.2}.items())
-    assert metadata["leakage"] == {"question": 0, "question_focus": 0}
+    leakage = metadata["leakage"]
+    assert leakage["held_out_rows_sharing_with_training"] == {"question": 0, "focus": 0, "document": 0, "answer": 0}
+    assert leakage["residual"]["concept"]["rows"] <= 200
+    splits = {name: store.read_jsonl(key) for name, key in layout.SPLIT_KEYS.items()}
+    assert all({"document_url", "umls_cui"} <= set(frame.columns) for frame in splits.values())
+    # the bundled default source gives byte-identical splits (it is this XML, converted)
+    from medqa_assets.medquad.clean import clean_medquad
+    from medqa_assets.splitting.transforms import split_dataset
+    from medqa_assets.storage.object_store import frame_to_jsonl
+
+    bundled = split_dataset(clean_medquad(pd.read_parquet(BUNDLED).astype("string")).frame).splits
+    assert {n: hashlib.sha256(frame_to_jsonl(f)).hexdigest() for n, f in bundled.items()} == {
+        n: f["sha256"] for n, f in metadata["files"].items()
+    }
     for key in OFFLINE_KEYS:
         assert store.exists(key), key
 

@@ -7,15 +7,14 @@ import json
 import pandas as pd
 import pytest
 
+from medqa_assets.medquad.clean import EmptyResultError, clean_medquad
 from medqa_assets.medquad.xml_reader import LAVITA_COLUMNS
 from medqa_assets.retraining.parsing import UnparseableFile, parse_log_bytes
 from medqa_assets.retraining.transforms import transform_files
+from medqa_assets.splitting.leakage import leakage_groups
 from medqa_assets.splitting.transforms import (
-    EmptyResultError,
-    clean_medquad,
     cross_split_leakage,
     cut_production_sets,
-    leakage_groups,
     production_sets_coverage,
     split_dataset,
     split_ratio_tolerance,
@@ -62,8 +61,8 @@ def test_clean_counts_every_drop_by_reason() -> None:
         "question_type_not_allowed": 0,
         "duplicate_question_answer": 1,
     }
-    assert list(result.frame["question"]) == ["What is X ?", "q3"]
-    assert list(result.frame["answer"]) == ["It is X.", "a3"]
+    assert sorted(result.frame["question"]) == ["What is X ?", "q3"]
+    assert sorted(result.frame["answer"]) == ["It is X.", "a3"]
     assert result.frame["row_id"].is_unique
     filtered = clean_medquad(raw, ["Treatment"])
     assert filtered.dropped["question_type_not_allowed"] == 2 and list(filtered.frame["question"]) == ["q3"]
@@ -76,22 +75,25 @@ def test_allow_list_matching_nothing_is_loud() -> None:
 
 def test_split_is_leakage_free_deterministic_and_near_the_ratios() -> None:
     clean = clean_medquad(synthetic_raw()).frame
-    splits = split_dataset(clean)
+    result = split_dataset(clean)
+    splits = result.splits
     assert sum(len(f) for f in splits.values()) == len(clean)
-    assert cross_split_leakage(splits) == {"question": 0, "question_focus": 0}
-    tolerance = split_ratio_tolerance(leakage_groups(clean).nunique())
+    assert cross_split_leakage(splits) == {"question": 0, "focus": 0, "document": 0, "answer": 0}
+    tolerance = split_ratio_tolerance(result)
     for name, ratio in {"training": 0.6, "validation": 0.2, "evaluation": 0.2}.items():
         assert abs(len(splits[name]) / len(clean) - ratio) <= tolerance
-    shuffled = split_dataset(clean.sample(frac=1.0, random_state=3))
+    shuffled = split_dataset(clean.sample(frac=1.0, random_state=3)).splits
     assert {n: set(f["row_id"]) for n, f in shuffled.items()} == {n: set(f["row_id"]) for n, f in splits.items()}
 
 
 def test_rows_keep_their_split_when_the_dataset_grows() -> None:
+    """Added rows move the row-weighted cut points a little: only groups right at a cut may move."""
     small = clean_medquad(synthetic_raw(1500)).frame
     large = clean_medquad(synthetic_raw(3000)).frame
-    before = {row: name for name, frame in split_dataset(small).items() for row in frame["row_id"]}
-    after = {row: name for name, frame in split_dataset(large).items() for row in frame["row_id"]}
-    assert all(after[row] == name for row, name in before.items())
+    before = {row: name for name, frame in split_dataset(small).splits.items() for row in frame["row_id"]}
+    after = {row: name for name, frame in split_dataset(large).splits.items() for row in frame["row_id"]}
+    moved = sum(after[row] != name for row, name in before.items())
+    assert moved / len(before) <= 0.05, moved
 
 
 def test_shared_question_text_links_different_focuses() -> None:
@@ -103,11 +105,11 @@ def test_shared_question_text_links_different_focuses() -> None:
         ]
     )
     groups = leakage_groups(clean_medquad(raw).frame)
-    assert groups.nunique() == 1
+    assert groups.labels.nunique() == 1
 
 
 def test_production_sets_partition_the_evaluation_split() -> None:
-    evaluation = split_dataset(clean_medquad(synthetic_raw()).frame)["evaluation"]
+    evaluation = split_dataset(clean_medquad(synthetic_raw()).frame).splits["evaluation"]
     sets = cut_production_sets(evaluation, 4)
     assert list(sets) == ["set1", "set2", "set3", "set4"]
     assert production_sets_coverage(evaluation, sets) == {"missing": 0, "in_several_sets": 0, "not_in_evaluation": 0}

@@ -21,6 +21,7 @@ from dashboard.views.common import (
     section,
     short_time,
 )
+from medqa_assets.splitting.leakage import BLOCKING_KINDS
 from medqa_assets.splitting.transforms import cross_split_leakage
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
@@ -252,8 +253,15 @@ def _question_types(profile: dict[str, Any], cache_key: tuple) -> None:
 def _leakage(metadata: dict[str, Any] | None, profile: dict[str, Any] | None) -> None:
     with section("Leakage check"):
         st.subheader("Leakage check")
-        st.caption("Normalized questions and question focuses that appear in more than one split (should be 0).")
+        st.caption(
+            "Held-out rows (validation and evaluation) that share a question, a folded focus name, a source "
+            "document or a non-boilerplate answer with training (should be 0)."
+        )
         recorded = (metadata or {}).get("leakage")
+        if isinstance(recorded, dict) and "held_out_rows_sharing_with_training" in recorded:
+            recorded = recorded["held_out_rows_sharing_with_training"]
+        elif isinstance(recorded, dict):  # metadata written before concept-level grouping
+            recorded = {"question": recorded.get("question"), "focus": recorded.get("question_focus")}
         recomputed = (profile or {}).get("leakage")
         rows = [
             {
@@ -261,16 +269,16 @@ def _leakage(metadata: dict[str, Any] | None, profile: dict[str, Any] | None) ->
                 "recorded by the pipeline": recorded.get(label) if isinstance(recorded, dict) else None,
                 "recomputed from the splits": recomputed.get(label) if isinstance(recomputed, dict) else None,
             }
-            for label in ("question", "question_focus")
+            for label in BLOCKING_KINDS
         ]
         table = pd.DataFrame(rows)
         values = [v for row in rows for k, v in row.items() if k != "check" and isinstance(v, int | float)]
         if not values:
             st.info("No leakage result: the metadata has none and fewer than two splits are readable.")
         elif all(v == 0 for v in values):
-            st.success("No leakage: no question or question focus is shared between splits.")
+            st.success("No leakage: no held-out row shares a question, focus, document or answer with training.")
         else:
-            st.error("Leakage found: some questions or question focuses appear in more than one split.")
+            st.error("Leakage found: some held-out rows share a question, focus, document or answer with training.")
         st.table(table.set_index("check").map(lambda v: "–" if v is None or pd.isna(v) else f"{int(v):,}"))
 
 

@@ -7,11 +7,11 @@ import dagster as dg
 import pandas as pd
 
 from medqa_assets.checks import schema_check_spec, schema_gate
+from medqa_assets.medquad.clean import EmptyResultError, clean_medquad
+from medqa_assets.medquad.schemas import MEDQUAD_RAW_SCHEMA, QA_SCHEMA
 from medqa_assets.medquad.sources import SourceError, load_medquad
 from medqa_assets.resources import ObjectStoreResource, store_failures
 from medqa_assets.settings import Settings
-from medqa_assets.splitting.schemas import MEDQUAD_RAW_SCHEMA, QA_SCHEMA
-from medqa_assets.splitting.transforms import EmptyResultError, clean_medquad
 
 DROP_REASON_TEXT = {
     "missing_question": "without a question",

@@ -1,148 +1,36 @@
-"""Pure transformations of the offline half: clean MedQuAD, split it, cut production sets.
+"""Pure transformations of the splitting stage: leakage-free splits and production sets.
 
 DataFrame in, DataFrame out: no Dagster and no storage here, so the same functions serve the
-assets, the tests, the dashboard and the benchmarks.
+assets, the tests, the dashboard and the benchmarks. Which rows must stay together is decided in
+:mod:`medqa_assets.splitting.leakage`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from medqa_assets.splitting.leakage import (
+    BLOCKING_KINDS,
+    GroupingRule,
+    LeakageGroups,
+    held_out_sharing,
+    hub_keys,
+    leakage_groups,
+    leakage_keys,
+)
 from medqa_assets.storage.layout import SPLIT_NAMES, production_set_name
-from medqa_assets.text import collapse_whitespace
 
-CLEAN_COLUMNS: list[str] = [
-    "row_id",
-    "question_id",
-    "document_id",
-    "document_source",
-    "question_type",
-    "question_focus",
-    "synonyms",
-    "question",
-    "answer",
-]
 SPLIT_RATIOS: dict[str, float] = {"training": 0.6, "validation": 0.2, "evaluation": 0.2}
 SPLIT_SALT = "medqa-split-v1"
 PRODUCTION_SET_SALT = "medqa-production-set-v1"
 
-DROP_MISSING_QUESTION = "missing_question"
-DROP_MISSING_ANSWER = "missing_answer"
-DROP_QUESTION_TYPE = "question_type_not_allowed"
-DROP_DUPLICATE = "duplicate_question_answer"
-DROP_REASONS = (DROP_MISSING_QUESTION, DROP_MISSING_ANSWER, DROP_QUESTION_TYPE, DROP_DUPLICATE)
 
-
-class EmptyResultError(ValueError):
-    """Filtering left nothing to split; the message says which rule removed what."""
-
-
-@dataclass
-class CleanResult:
-    frame: pd.DataFrame
-    dropped: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total_dropped(self) -> int:
-        return sum(self.dropped.values())
-
-
-def normalize_whitespace(values: pd.Series) -> pd.Series:
-    """Collapse every run of white space to one space and trim; missing stays missing."""
-    collapsed = collapse_whitespace(pa.array(values.astype("string"), type=pa.large_string(), from_pandas=True))
-    return pd.Series(collapsed.to_numpy(zero_copy_only=False), index=values.index, dtype="string")
-
-
-def normalize_text_key(values: pd.Series) -> pd.Series:
-    """A comparison key for leakage: lower case, letters and digits only, single spaces."""
-    array = pa.array(values.astype("string").fillna(""), type=pa.large_string())
-    lowered = pc.utf8_lower(array)
-    simplified = pc.utf8_trim_whitespace(pc.replace_substring_regex(lowered, r"[^\p{L}\p{N}]+", " "))
-    return pd.Series(simplified.to_numpy(zero_copy_only=False), index=values.index, dtype="string")
-
-
-def _digest_series(values: pd.Series, salt: str = "") -> pd.Series:
-    return pd.Series(
-        [hashlib.blake2b(f"{salt}\x1f{v}".encode(), digest_size=8).hexdigest() for v in values],
-        index=values.index,
-        dtype="string",
-    )
-
-
-def row_ids(frame: pd.DataFrame) -> pd.Series:
-    """A stable id per row from its content (MedQuAD's own question ids repeat across rows)."""
-    parts = [frame[c].astype("string").fillna("") for c in ("document_source", "question_id", "question", "answer")]
-    return _digest_series(parts[0] + "\x1f" + parts[1] + "\x1f" + parts[2] + "\x1f" + parts[3])
-
-
-def clean_medquad(raw: pd.DataFrame, question_types: Sequence[str] | None = None) -> CleanResult:
-    """Training-ready rows: answered, whitespace-normalized, optionally type-filtered, de-duplicated.
-
-    Every dropped row is counted under one reason, in the order the rules apply.
-    """
-    frame = raw.copy()
-    frame["question"] = normalize_whitespace(frame["question"])
-    frame["answer"] = normalize_whitespace(frame["answer"])
-    frame["question_type"] = frame["question_type"].astype("string").str.strip().str.lower()
-    dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
-
-    missing_question = frame["question"].isna() | frame["question"].eq("")
-    dropped[DROP_MISSING_QUESTION] = int(missing_question.sum())
-    frame = frame[~missing_question]
-    missing_answer = frame["answer"].isna() | frame["answer"].eq("")
-    dropped[DROP_MISSING_ANSWER] = int(missing_answer.sum())
-    frame = frame[~missing_answer]
-
-    if question_types:
-        allowed = {t.strip().lower() for t in question_types}
-        present = set(frame["question_type"].dropna().unique())
-        if not allowed & present:
-            raise EmptyResultError(
-                f"the question-type allow-list {sorted(allowed)} matches no row: MedQuAD's question types are "
-                f"words such as {', '.join(sorted(present)[:8])}, ...; fix medquad_clean's `question_types` config "
-                "or leave it empty to keep every type"
-            )
-        not_allowed = ~frame["question_type"].isin(allowed)
-        dropped[DROP_QUESTION_TYPE] = int(not_allowed.sum())
-        frame = frame[~not_allowed]
-
-    duplicate = frame.duplicated(subset=["question", "answer"], keep="first")
-    dropped[DROP_DUPLICATE] = int(duplicate.sum())
-    frame = frame[~duplicate]
-    if frame.empty:
-        raise EmptyResultError(
-            f"cleaning left no rows (dropped: {dropped}); check MEDQA_MEDQUAD_SOURCE and medquad_clean's config"
-        )
-    frame = frame.assign(row_id=row_ids(frame))
-    return CleanResult(frame[CLEAN_COLUMNS].reset_index(drop=True).astype("string"), dropped)
-
-
-def leakage_groups(frame: pd.DataFrame) -> pd.Series:
-    """A group label per row such that rows sharing a normalized question or focus share a group.
-
-    Connected components of the graph linking each row to its question key and its focus key;
-    the label is the smallest key in the component, so it does not depend on row order.
-    """
-    questions = "q:" + normalize_text_key(frame["question"])
-    focus_text = normalize_text_key(frame["question_focus"])
-    focuses = ("f:" + focus_text).where(focus_text.ne(""), questions)
-    codes, uniques = pd.factorize(pd.concat([questions, focuses], ignore_index=True))
-    n = len(frame)
-    graph = coo_matrix((np.ones(n), (codes[:n], codes[n:])), shape=(len(uniques), len(uniques)))
-    _, component = connected_components(graph, directed=False)
-    node_names = pd.Series(uniques.astype(str))
-    smallest_name = node_names.groupby(component).min()
-    return pd.Series(smallest_name.loc[component[codes[:n]]].to_numpy(), index=frame.index, dtype="string")
+class SplitRatioError(ValueError):
+    """The rows that must go to training already exceed the training ratio."""
 
 
 def _unit_interval(keys: pd.Series, salt: str) -> np.ndarray:
@@ -151,16 +39,78 @@ def _unit_interval(keys: pd.Series, salt: str) -> np.ndarray:
     return hashes.astype(np.float64) / np.float64(2**64)
 
 
+@dataclass
+class SplitResult:
+    """The splits, the groups they were cut along, and the thresholds the free groups were cut by."""
+
+    splits: dict[str, pd.DataFrame]
+    groups: LeakageGroups
+    free_ratios: dict[str, float] = field(default_factory=dict)
+    split_of_row: np.ndarray = field(default_factory=lambda: np.array([]))
+    thresholds: list[float] = field(default_factory=list)
+
+    def sharing(self) -> dict[str, dict]:
+        """Held-out rows sharing a key with training (see :func:`held_out_sharing`)."""
+        return held_out_sharing(self.groups.keys, self.groups.hubs, self.split_of_row)
+
+
+def rebalanced_ratios(ratios: dict[str, float], forced_training: float) -> dict[str, float]:
+    """The ratios the free groups are cut by when a fraction of the rows must go to training.
+
+    Rounded to 3 decimals, so that a few added rows do not move every group near a boundary.
+    """
+    if forced_training >= ratios["training"]:
+        raise SplitRatioError(
+            f"{forced_training:.1%} of the rows are in groups that must go to training (a hub answer, or too big "
+            "to hold out), "
+            f"more than the training ratio {ratios['training']:.0%}: raise dataset_split's answer_hub_foci or "
+            "max_held_out_group_share config"
+        )
+    free = 1.0 - forced_training
+    held_out = {name: round(ratios[name] / free, 3) for name in SPLIT_NAMES if name != "training"}
+    return {"training": round(1.0 - sum(held_out.values()), 3), **held_out}
+
+
 def split_dataset(
-    clean: pd.DataFrame, ratios: dict[str, float] | None = None, groups: pd.Series | None = None
-) -> dict[str, pd.DataFrame]:
-    """Training/validation/evaluation by a hash of the leakage group: stable and leakage-free."""
+    clean: pd.DataFrame,
+    ratios: dict[str, float] | None = None,
+    groups: LeakageGroups | None = None,
+    rule: GroupingRule | None = None,
+) -> SplitResult:
+    """Training/validation/evaluation by a hash of the leakage group: stable and leakage-free.
+
+    Groups holding a hub answer go to training; the others fall into a split by the hash of
+    their label, with thresholds rebalanced so that the whole still meets ``ratios``.
+    """
     ratios = ratios or SPLIT_RATIOS
-    groups = leakage_groups(clean) if groups is None else groups
-    position = _unit_interval(groups, SPLIT_SALT)
-    bounds = np.cumsum([ratios[name] for name in SPLIT_NAMES])
-    bucket = np.searchsorted(bounds, position, side="right").clip(max=len(SPLIT_NAMES) - 1)
-    return {name: clean[bucket == index].reset_index(drop=True) for index, name in enumerate(SPLIT_NAMES)}
+    groups = leakage_groups(clean, rule) if groups is None else groups
+    forced = groups.to_training.to_numpy()
+    free_ratios = rebalanced_ratios(ratios, float(forced.mean()) if len(forced) else 0.0)
+    position = _unit_interval(groups.labels, SPLIT_SALT)
+    thresholds = _row_weighted_thresholds(position[~forced], free_ratios)
+    bucket = np.searchsorted(thresholds, position, side="right").clip(max=len(SPLIT_NAMES) - 1)
+    bucket[forced] = SPLIT_NAMES.index("training")
+    splits = {name: clean[bucket == index].reset_index(drop=True) for index, name in enumerate(SPLIT_NAMES)}
+    split_of_row = np.asarray(SPLIT_NAMES, dtype=object)[bucket]
+    return SplitResult(splits, groups, free_ratios, split_of_row, [round(float(t), 6) for t in thresholds[:-1]])
+
+
+def _row_weighted_thresholds(positions: np.ndarray, ratios: dict[str, float]) -> np.ndarray:
+    """Cut points on the hash line such that the rows (not the groups) fall in ``ratios``.
+
+    Every row of a group has the group's position, so the cut points are quantiles of the rows'
+    positions; a cut falls halfway between two neighbouring groups. Fixed cut points would leave
+    the ratios to chance: with groups of up to 1% of the rows, that chance is several points.
+    """
+    targets = np.cumsum([ratios[name] for name in SPLIT_NAMES])[:-1]
+    ordered = np.sort(positions)
+    if not len(ordered):
+        return np.append(targets, 1.0)
+    cuts = []
+    for target in targets:
+        index = int(np.clip(round(target * len(ordered)), 1, len(ordered) - 1)) if len(ordered) > 1 else 0
+        cuts.append((ordered[index - 1] + ordered[index]) / 2 if len(ordered) > 1 else target)
+    return np.append(cuts, 1.0)
 
 
 def cut_production_sets(evaluation: pd.DataFrame, count: int) -> dict[str, pd.DataFrame]:
@@ -175,24 +125,25 @@ def cut_production_sets(evaluation: pd.DataFrame, count: int) -> dict[str, pd.Da
 # -- checks (pure: they return findings, the Dagster layer turns them into check results) -----
 
 
-def cross_split_leakage(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
-    """How many normalized questions and focuses appear in more than one split."""
-    findings = {}
-    for label, column in (("question", "question"), ("question_focus", "question_focus")):
-        keys = pd.concat(
-            [pd.DataFrame({"key": normalize_text_key(f[column]), "split": n}) for n, f in splits.items()],
-            ignore_index=True,
-        )
-        keys = keys[keys["key"].ne("")]
-        findings[label] = int(keys.groupby("key")["split"].nunique().gt(1).sum())
-    return findings
+def cross_split_leakage(splits: dict[str, pd.DataFrame], rule: GroupingRule | None = None) -> dict[str, int]:
+    """Held-out rows sharing a question, folded focus, document or non-hub answer with training,
+    from split frames as stored (the dashboard's view of the blocking check)."""
+    frames = [frame.assign(_split=name) for name, frame in splits.items() if len(frame)]
+    if not frames:
+        return dict.fromkeys(BLOCKING_KINDS, 0)
+    rows = pd.concat(frames, ignore_index=True)
+    keys = leakage_keys(rows)
+    return held_out_sharing(keys, hub_keys(keys, rule or GroupingRule()), rows["_split"].to_numpy())["blocking"]
 
 
-def split_ratio_tolerance(group_count: int, ratios: dict[str, float] | None = None) -> float:
-    """How far a split may stray from its target: whole groups move together, so the expected
-    spread is that of a binomial over groups; allow three standard deviations, at least 2 points."""
-    ratios = ratios or SPLIT_RATIOS
-    widest = max(math.sqrt(r * (1 - r) / max(group_count, 1)) for r in ratios.values())
+def split_ratio_tolerance(result: SplitResult) -> float:
+    """How far a split may stray from its target: whole groups fall into a split together, so
+    the expected spread of a split's share is sqrt(p(1-p) * sum of squared free group sizes) / rows;
+    allow three standard deviations, at least 2 points."""
+    rows = len(result.groups.labels)
+    free_sizes = result.groups.labels[~result.groups.to_training].value_counts().to_numpy(dtype=np.float64)
+    spread = math.sqrt(float((free_sizes**2).sum())) / max(rows, 1)
+    widest = max(math.sqrt(p * (1 - p)) * spread for p in result.free_ratios.values())
     return max(0.02, 3 * widest)
 
 
