@@ -180,6 +180,8 @@ def _flat_numbers(prefix: str, values: Mapping[str, Any]) -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(_flat_numbers(f"{name}.", value))
+        elif isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+            out.update(_flat_numbers(f"{name}.", {"low": value[0], "high": value[1]}))  # an interval
         elif isinstance(value, int | float) and value == value:  # bools count as 0/1; NaN is dropped
             out[name] = float(value)
     return out
@@ -417,6 +419,7 @@ def record_retraining_version(
             **_flat_numbers("rejections.", metadata.get("rejections") or {}),
             **_flat_numbers("pii_redactions.", metadata.get("pii_redactions") or {}),
             **_flat_numbers("answer_quality.", metadata.get("answer_quality") or {}),
+            **_flat_numbers("contamination.", metadata.get("contamination") or {}),
         }
         params = {
             "version": version,

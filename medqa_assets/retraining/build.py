@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from medqa_assets.evaluation.versions import evaluate_version
 from medqa_assets.retraining.control import (
     Consumed,
     advance_tracker,
@@ -35,7 +36,6 @@ from medqa_assets.retraining.control import (
     read_ledger,
     update_ledger,
 )
-from medqa_assets.retraining.quality import answer_quality
 from medqa_assets.retraining.transforms import (
     DEFAULT_NON_ANSWERS,
     BatchAccumulator,
@@ -49,7 +49,6 @@ from medqa_assets.settings import Settings
 from medqa_assets.storage.layout import (
     archive_prefix,
     identities_key,
-    production_set_key,
     quarantine_prefix,
     quarantined_file_key,
     retraining_data_key,
@@ -206,17 +205,6 @@ def _chunk_results(store: ObjectStore, items: list[WorkItem]) -> Iterator[ChunkR
             yield future.result()
 
 
-def _reference_answers(store: ObjectStore, set_names: set[str]) -> dict[tuple[str, str], str]:
-    references = {}
-    for name in sorted(set_names):
-        try:
-            frame = store.read_jsonl(production_set_key(name), columns=["row_id", "answer"])
-        except FileNotFoundError:
-            continue
-        references.update({(name, str(r)): a for r, a in zip(frame["row_id"], frame["answer"], strict=True)})
-    return references
-
-
 def _merge_outcomes(outcomes: list[FileOutcome]) -> dict[str, FileOutcome]:
     """One outcome per raw file (a large file was transformed in pieces)."""
     merged: dict[str, FileOutcome] = {}
@@ -262,7 +250,9 @@ def build_version(
     fields_seen: set[str] = set()
     quarantined_records: list[bytes] = []
     outcomes: list[FileOutcome] = []
-    evaluation_rows: list[tuple[str, str, str]] = []
+    evaluation_rows: list[tuple[str, str, str]] = []  # (set, row id, answer) of every fresh record
+    kept_row_ids: list[str] = []
+    question_parts: list[np.ndarray] = []
     ts_min = ts_max = None
     output_key = retraining_data_key(version)
     digest = hashlib.sha256()
@@ -274,8 +264,10 @@ def build_version(
             output.write(data)
             digest.update(data)
             size += len(data)
-            kept_positions = {p: i for i, p in enumerate(positions)}
-            evaluation_rows += [(s, r, a) for p, s, r, a in chunk.evaluation_rows if p in kept_positions]
+            kept_positions = set(positions)
+            evaluation_rows += [(s, r, a) for p, s, r, a in chunk.evaluation_rows if accumulator.fresh[p]]
+            kept_row_ids += [r for p, _, r, _ in chunk.evaluation_rows if p in kept_positions]
+            question_parts.append(chunk.questions[positions])
             new_rejected = accumulator.new_rejected(chunk)
             rejections.update(r["reason"] for r in new_rejected)
             rejections[UNREADABLE_FILE] += chunk.rejections.get(UNREADABLE_FILE, 0)
@@ -289,8 +281,8 @@ def build_version(
 
     if quarantined_records:
         store.write_bytes(quarantine_prefix(version) + "records.jsonl", b"".join(quarantined_records))
-    references = _reference_answers(store, {s for s, _, _ in evaluation_rows})
-    pairs = [(answer, references[(s, r)]) for s, r, answer in evaluation_rows if (s, r) in references]
+    questions = np.concatenate(question_parts) if question_parts else np.empty(0, dtype=np.uint64)
+    evaluation = evaluate_version(store, version, evaluation_rows, questions, kept_row_ids, log)
     by_key = _merge_outcomes(outcomes)
     records_in = sum(o.records for o in by_key.values())
     metadata = {
@@ -309,7 +301,8 @@ def build_version(
         "missing_files": [e["key"] for e in entries if e["status"] == "missing"],
         "output": {"key": output_key, "sha256": digest.hexdigest(), "rows": accumulator.records_out, "bytes": size},
         "fields_dropped": dropped_fields(fields_seen),
-        "answer_quality": answer_quality(pairs),
+        "answer_quality": evaluation.answer_quality,
+        "contamination": evaluation.contamination,
         "timestamps": {"min": ts_min, "max": ts_max},
         "accounting": "records_in = records_out + quarantined + duplicates_removed + already_published",
     }

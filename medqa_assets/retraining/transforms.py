@@ -28,7 +28,7 @@ from medqa_assets.retraining.parsing import (
     parse_log_bytes,
     truncate_text,
 )
-from medqa_assets.text import collapse_whitespace
+from medqa_assets.text import alnum_fingerprints, collapse_whitespace
 
 # Answers that are not answers (compared case-insensitively after whitespace is collapsed); the
 # serving apps log this text when the model times out. MEDQA_NON_ANSWER_TEXTS replaces the list.
@@ -59,6 +59,7 @@ class ChunkResult:
 
     lines: list[bytes] = field(default_factory=list)
     hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+    questions: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # fingerprint per line
     rejected: list[dict[str, Any]] = field(default_factory=list)
     files: list[FileOutcome] = field(default_factory=list)
     rejections: Counter = field(default_factory=Counter)
@@ -213,6 +214,9 @@ def transform_records(
         for row in zip(*(columns[name] for name in OUTPUT_COLUMNS), strict=True)
     )
     result.hashes = np.concatenate([result.hashes, hashes])
+    result.questions = np.concatenate(
+        [result.questions, alnum_fingerprints(pd.Series(columns["question"], dtype="string"))]
+    )
     result.identities.extend(identity for identity, k in zip(identities, keep, strict=True) if k)
     stamps = [t for t in columns["timestamp"] if t is not None]
     if stamps:
@@ -299,6 +303,7 @@ class BatchAccumulator:
     records_out: int = 0
     duplicates: int = 0
     already_published: int = 0
+    fresh: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
 
     def _earlier(self, identities: list[bytes]) -> np.ndarray:
         """Which of ``identities`` an earlier version accounted for (vectorized binary search)."""
@@ -315,9 +320,14 @@ class BatchAccumulator:
         self.already_published += int(earlier.sum())
 
     def unique_lines(self, chunk: ChunkResult) -> tuple[list[bytes], list[int]]:
-        """Lines of ``chunk`` not seen before, and their positions within the chunk."""
+        """Lines of ``chunk`` not seen before, and their positions within the chunk.
+
+        ``self.fresh`` is left holding which lines no earlier version accounted for (duplicates
+        within this version included): the online evaluation scores all of them.
+        """
         earlier = self._earlier(chunk.identities)
         self._account(chunk.identities, earlier)
+        self.fresh = ~earlier
         lines, positions = [], []
         for position, (line, digest) in enumerate(zip(chunk.lines, chunk.hashes.tolist(), strict=True)):
             if earlier[position]:

@@ -75,6 +75,16 @@ def identities_key(version: str) -> str:
     return f"{TRANSFORMED_PREFIX}{version}/identities.bin"
 
 
+def question_fingerprints_key(version: str) -> str:
+    """The fingerprints (8 bytes each, sorted, unique) of the questions version N holds."""
+    return f"{TRANSFORMED_PREFIX}{version}/questions.bin"
+
+
+def untouched_evaluation_key(version: str) -> str:
+    """The evaluation rows no version published up to N holds a question of (JSON Lines)."""
+    return f"{TRANSFORMED_PREFIX}{version}/evaluation_untouched.json"
+
+
 def manifest_key(version: str) -> str:
     """The claim of a version: which raw files (with sizes and sha256) make it up."""
     return f"{TRANSFORMED_PREFIX}{version}/manifest.json"

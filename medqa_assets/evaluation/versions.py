@@ -1,0 +1,118 @@
+"""The evaluation of a retraining version as it is built, and the untouched evaluation set: the I/O
+around :mod:`~medqa_assets.evaluation.online` and :mod:`~medqa_assets.evaluation.contamination`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medqa_assets.evaluation.contamination import contamination_counts, untouched_evaluation
+from medqa_assets.evaluation.online import answer_quality
+from medqa_assets.retraining.control import published_versions
+from medqa_assets.storage.layout import (
+    SPLIT_KEYS,
+    production_set_key,
+    question_fingerprints_key,
+    untouched_evaluation_key,
+)
+from medqa_assets.storage.object_store import ObjectStore, frame_to_jsonl, jsonl_to_frame
+
+SPLIT_COLUMNS = ["row_id", "question_type", "question", "answer"]
+
+
+@dataclass
+class VersionEvaluation:
+    answer_quality: dict[str, Any] | None
+    contamination: dict[str, Any] | None
+
+
+def read_splits(store: ObjectStore) -> dict[str, pd.DataFrame]:
+    """The offline splits that exist, with the columns evaluation needs."""
+    splits = {}
+    for name, key in SPLIT_KEYS.items():
+        try:
+            splits[name] = store.read_jsonl(key, columns=SPLIT_COLUMNS)
+        except FileNotFoundError:
+            continue
+    return splits
+
+
+def _references(store: ObjectStore, set_names: set[str]) -> pd.DataFrame:
+    """Reference answers and question types of the production sets the records came from."""
+    frames = []
+    for name in sorted(set_names):
+        try:
+            frame = store.read_jsonl(production_set_key(name), columns=["row_id", "question_type", "answer"])
+        except FileNotFoundError:
+            continue
+        frames.append(frame.assign(production_set=name))
+    if not frames:
+        return pd.DataFrame(columns=["production_set", "row_id", "question_type", "reference"])
+    return pd.concat(frames, ignore_index=True).rename(columns={"answer": "reference"}).astype({"row_id": str})
+
+
+def touched_questions(store: ObjectStore, exclude: str | None = None) -> np.ndarray:
+    """The question fingerprints of every published version (but ``exclude``), sorted and unique."""
+    parts = []
+    for name in published_versions(store):
+        if name == exclude:
+            continue
+        try:
+            parts.append(np.frombuffer(store.read_bytes(question_fingerprints_key(name)), dtype=np.uint64))
+        except FileNotFoundError:
+            continue
+    return np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
+
+
+def evaluate_version(
+    store: ObjectStore,
+    version: str,
+    evaluation_rows: list[tuple[str, str, str]],
+    questions: np.ndarray,
+    row_ids: list[str],
+    log: Callable[[str], None] = print,
+) -> VersionEvaluation:
+    """Score the version's answers, count its contamination, write its question fingerprints and
+    the evaluation rows that no published version (this one included) has touched."""
+    store.write_bytes(question_fingerprints_key(version), np.unique(questions).tobytes())
+    splits = read_splits(store)
+    records = pd.DataFrame(evaluation_rows, columns=["production_set", "row_id", "answer"])
+    references = _references(store, set(records["production_set"]))
+    records = records.merge(references, on=["production_set", "row_id"], how="inner")
+    training = splits.get("training")
+    quality = answer_quality(records, training[["question_type", "answer"]] if training is not None else None)
+    if not splits:
+        log(f"{version}: no offline splits in the store: contamination not counted (run offline_etl)")
+        return VersionEvaluation(quality, None)
+    contamination = contamination_counts(questions, pd.Series(row_ids, dtype="object"), splits)
+    if "evaluation" in splits:
+        evaluation_bytes = store.read_bytes(SPLIT_KEYS["evaluation"])
+        evaluation = jsonl_to_frame(evaluation_bytes)
+        touched = np.union1d(touched_questions(store, exclude=version), np.unique(questions))
+        untouched = untouched_evaluation(evaluation, touched)
+        key = untouched_evaluation_key(version)
+        data = frame_to_jsonl(untouched)
+        store.write_bytes(key, data)
+        contamination["untouched_evaluation"] = {
+            "key": key,
+            "rows": len(untouched),
+            "evaluation_rows": len(evaluation),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "evaluation_sha256": hashlib.sha256(evaluation_bytes).hexdigest(),
+        }
+        log(f"{version}: {len(untouched)} of {len(evaluation)} evaluation rows are in no published version ({key})")
+    return VersionEvaluation(quality, contamination)
+
+
+def current_untouched_evaluation(store: ObjectStore) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The evaluation rows whose question is in no published version, computed now."""
+    evaluation = store.read_jsonl(SPLIT_KEYS["evaluation"])
+    versions = published_versions(store)
+    untouched = untouched_evaluation(evaluation, touched_questions(store))
+    return untouched, {"versions": versions, "rows": len(untouched), "evaluation_rows": len(evaluation)}
