@@ -85,7 +85,9 @@ def main() -> int:
             low, high = entry["lift_ci95"]
             cells.append(f"{entry['mean']:.3f} ({entry['lift']:+.3f} [{low:+.3f},{high:+.3f}])")
         print(f"{name:<34}" + "".join(f"{c:>33}" for c in cells))
-    pairs = 2 * len(traffic) * len(answerers)
+    from medqa_assets.evaluation.online import BASELINE_DRAWS
+
+    pairs = (1 + BASELINE_DRAWS) * len(traffic) * len(answerers)
     print(f"scored {pairs} pairs (answers and baseline) in {seconds:.1f} s: {pairs / seconds:.0f} pairs/s")
     return 0
 

@@ -1,4 +1,4 @@
-"""The ``medqa`` command line: ``serve``, ``simulate``, ``ingest-logs``.
+"""The ``medqa`` command line: ``serve``, ``simulate``, ``ingest-logs``, ``tick``, ``untouched-evaluation``.
 
 Subcommands register themselves with :func:`command`; adding one is a ``configure`` function for
 its flags and a ``run`` function returning the exit code. Errors a person can fix (configuration,
@@ -164,6 +164,45 @@ def _tick(args: argparse.Namespace) -> int:
     from medqa_assets.retraining.tick import main as tick_main
 
     return tick_main()
+
+
+# -- untouched-evaluation ---------------------------------------------------------------------------
+def _configure_untouched(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", "-o", metavar="PATH", help="write the rows as JSON Lines to this local file (default: only count)"
+    )
+
+
+@command(
+    "untouched-evaluation",
+    "the evaluation rows whose question is in no published retraining version (a clean test set)",
+    _configure_untouched,
+)
+def _untouched_evaluation(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from medqa_assets.evaluation.versions import current_untouched_evaluation
+    from medqa_assets.serving import MissingInputError
+    from medqa_assets.storage.layout import SPLIT_KEYS
+    from medqa_assets.storage.object_store import ObjectStore, frame_to_jsonl
+
+    store = ObjectStore.from_settings()
+    try:
+        untouched, summary = current_untouched_evaluation(store)
+    except FileNotFoundError:
+        raise MissingInputError(
+            f"the evaluation split is missing at {store.uri(SPLIT_KEYS['evaluation'])}; run the offline pipeline "
+            "first, or check MEDQA_STORE_URL"
+        ) from None
+    versions = ", ".join(summary["versions"]) or "none"
+    print(
+        f"{summary['rows']} of {summary['evaluation_rows']} evaluation rows have a question that no published "
+        f"retraining version holds (versions: {versions})"
+    )
+    if args.output:
+        Path(args.output).write_bytes(frame_to_jsonl(untouched))
+        print(f"written to {args.output}")
+    return 0
 
 
 # -- entry point ----------------------------------------------------------------------------------
