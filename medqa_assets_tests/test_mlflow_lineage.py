@@ -97,6 +97,13 @@ def test_split_and_retraining_versions_are_mlflow_runs_with_their_digests(
     with dg.instance_for_test() as instance:
         assert defs.resolve_job_def("offline_etl").execute_in_process(instance=instance).success
         write_logs(store)
+        # two replayed evaluation questions: the version counts them as contamination
+        replayed = store.read_jsonl(layout.production_set_key("set1")).head(2)
+        records = [
+            {"question": q, "model_response": "a replayed answer", "production_set": "set1", "row_id": r}
+            for q, r in zip(replayed["question"], replayed["row_id"], strict=True)
+        ]
+        store.write_bytes(layout.new_raw_log_key("replay.json"), json.dumps(records).encode())
         [request] = evaluate_sensor(instance).run_requests
         assert request.partition_key == "v1"
         retraining = defs.resolve_job_def("retraining_etl").execute_in_process(
@@ -135,6 +142,13 @@ def test_split_and_retraining_versions_are_mlflow_runs_with_their_digests(
     assert_input(version_run, "retraining_data/v1", output["sha256"], store.uri(output["key"]), output["rows"])
     for name in ("records_in", "records_out", "quarantined", "duplicates_removed"):
         assert version_run.data.metrics[name] == metadata[name]
+    contamination = metadata["contamination"]["by_split"]
+    assert contamination["evaluation"]["rows_with_split_question"] == 2
+    for split in layout.SPLIT_KEYS:
+        for name in ("rows_with_split_question", "rows_with_split_row_id"):
+            metric = f"contamination.by_split.{split}.{name}"
+            assert version_run.data.metrics[metric] == contamination[split][name], metric
+    assert version_run.data.metrics["answer_quality.pairs_scored"] == 2
     assert version_run.data.params["sha256"] == output["sha256"]
     assert_metadata_artifact(tracking, version_run.info.run_id, metadata, tmp_path / "v1")
     assert event.asset_materialization.metadata["mlflow_run_id"].value == version_run.info.run_id

@@ -397,8 +397,8 @@ def test_kill_loop_with_racing_ticks_and_a_writer_keeps_every_record_once(
                 process.join()
             idle_rounds = 0 if new_run else idle_rounds + 1
             interrupted += new_run
-            if writer.poll() is not None and (idle_rounds >= 2 or idle_rounds and interrupted >= 3):
-                break  # the app is done and there was nothing left to interrupt
+            if writer.poll() is not None and (idle_rounds >= 2 or interrupted >= 3):
+                break  # the app is done, and enough runs were killed (or there was nothing left to kill)
         assert writer.wait(timeout=60) == 0
         copy_to_store()
         time.sleep(0.3)
@@ -437,11 +437,11 @@ def _peak_mb_building(megabytes: int, tmp_path: Path) -> tuple[float, int]:
 def test_a_large_log_file_is_built_in_bounded_memory(tmp_path: Path) -> None:
     """Memory grows far slower than the file: it is parsed in pieces (a 1 GB file peaked at 8.95 GB before)."""
     small_peak, small_records = _peak_mb_building(64, tmp_path)  # two pieces: the per-piece cost is in
-    large_peak, large_records = _peak_mb_building(256, tmp_path)
-    assert large_records > 3.5 * small_records
+    large_peak, large_records = _peak_mb_building(192, tmp_path)  # six pieces
+    assert large_records > 2.5 * small_records
     # what grows is only what duplicate removal keeps per record (about 100 bytes; parsing the whole
     # file at once grew by 9 bytes per byte of file); bench/memory.py: a 1 GB file peaks at 1.15 GB
-    assert large_peak - small_peak < 1.0 * (256 - 64), (small_peak, large_peak)
+    assert large_peak - small_peak < 1.0 * (192 - 64), (small_peak, large_peak)
 
 
 def test_the_serving_apps_own_appending_logger_loses_nothing_while_ticks_run(

@@ -139,7 +139,11 @@ def serve_in_background(app: FastAPI, host: str = "127.0.0.1", *, startup_timeou
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+    # log_config=None: uvicorn would otherwise run logging.config.dictConfig, which closes every
+    # handler of the host process (pytest's captures, absl's stream handler among them)
+    config = uvicorn.Config(
+        app, log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}")
     thread.start()
