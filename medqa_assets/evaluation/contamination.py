@@ -18,11 +18,6 @@ import pandas as pd
 from medqa_assets.text import alnum_fingerprints
 
 
-def question_fingerprints(questions: pd.Series) -> np.ndarray:
-    """One 64-bit fingerprint per question of its lower-cased letters and digits."""
-    return alnum_fingerprints(questions)
-
-
 def contamination_counts(
     version_questions: np.ndarray, version_row_ids: pd.Series, splits: dict[str, pd.DataFrame]
 ) -> dict[str, Any]:
@@ -34,7 +29,7 @@ def contamination_counts(
     row_ids = version_row_ids.dropna().astype(str)
     counts: dict[str, Any] = {"rows": len(version_questions), "by_split": {}}
     for name, frame in splits.items():
-        split_questions = question_fingerprints(frame["question"])
+        split_questions = alnum_fingerprints(frame["question"])
         hits = np.isin(version_questions, split_questions)
         counts["by_split"][name] = {
             "rows_with_split_question": int(hits.sum()),
@@ -47,4 +42,4 @@ def contamination_counts(
 
 def untouched_evaluation(evaluation: pd.DataFrame, touched: np.ndarray) -> pd.DataFrame:
     """The evaluation rows whose question is in none of the ``touched`` question fingerprints."""
-    return evaluation[~np.isin(question_fingerprints(evaluation["question"]), touched)].reset_index(drop=True)
+    return evaluation[~np.isin(alnum_fingerprints(evaluation["question"]), touched)].reset_index(drop=True)

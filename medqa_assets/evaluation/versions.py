@@ -17,13 +17,10 @@ from medqa_assets.evaluation.online import answer_quality
 from medqa_assets.retraining.control import published_versions
 from medqa_assets.storage.layout import (
     SPLIT_KEYS,
-    production_set_key,
     question_fingerprints_key,
     untouched_evaluation_key,
 )
 from medqa_assets.storage.object_store import ObjectStore, frame_to_jsonl, jsonl_to_frame
-
-SPLIT_COLUMNS = ["row_id", "question_type", "question", "answer"]
 
 
 @dataclass
@@ -32,29 +29,28 @@ class VersionEvaluation:
     contamination: dict[str, Any] | None
 
 
-def read_splits(store: ObjectStore) -> dict[str, pd.DataFrame]:
-    """The offline splits that exist, with the columns evaluation needs."""
-    splits = {}
+def read_splits(store: ObjectStore) -> tuple[dict[str, pd.DataFrame], bytes | None]:
+    """The offline splits that exist, and the evaluation split's bytes (for its digest)."""
+    splits: dict[str, pd.DataFrame] = {}
+    evaluation_bytes = None
     for name, key in SPLIT_KEYS.items():
         try:
-            splits[name] = store.read_jsonl(key, columns=SPLIT_COLUMNS)
+            data = store.read_bytes(key)
         except FileNotFoundError:
             continue
-    return splits
+        splits[name] = jsonl_to_frame(data)
+        if name == "evaluation":
+            evaluation_bytes = data
+    return splits, evaluation_bytes
 
 
-def _references(store: ObjectStore, set_names: set[str]) -> pd.DataFrame:
-    """Reference answers and question types of the production sets the records came from."""
-    frames = []
-    for name in sorted(set_names):
-        try:
-            frame = store.read_jsonl(production_set_key(name), columns=["row_id", "question_type", "answer"])
-        except FileNotFoundError:
-            continue
-        frames.append(frame.assign(production_set=name))
-    if not frames:
-        return pd.DataFrame(columns=["production_set", "row_id", "question_type", "reference"])
-    return pd.concat(frames, ignore_index=True).rename(columns={"answer": "reference"}).astype({"row_id": str})
+def _with_references(records: pd.DataFrame, evaluation: pd.DataFrame | None) -> pd.DataFrame:
+    """The records whose ``row_id`` is an evaluation row (the production sets are cut from it),
+    with its answer as ``reference`` and its question type."""
+    if evaluation is None:
+        return records.iloc[0:0].assign(question_type=None, reference=None)
+    references = evaluation[["row_id", "question_type", "answer"]].rename(columns={"answer": "reference"})
+    return records.merge(references.astype({"row_id": str}), on="row_id", how="inner")
 
 
 def touched_questions(store: ObjectStore, exclude: str | None = None) -> np.ndarray:
@@ -81,19 +77,17 @@ def evaluate_version(
     """Score the version's answers, count its contamination, write its question fingerprints and
     the evaluation rows that no published version (this one included) has touched."""
     store.write_bytes(question_fingerprints_key(version), np.unique(questions).tobytes())
-    splits = read_splits(store)
+    splits, evaluation_bytes = read_splits(store)
     records = pd.DataFrame(evaluation_rows, columns=["production_set", "row_id", "answer"])
-    references = _references(store, set(records["production_set"]))
-    records = records.merge(references, on=["production_set", "row_id"], how="inner")
+    records = _with_references(records, splits.get("evaluation"))
     training = splits.get("training")
     quality = answer_quality(records, training[["question_type", "answer"]] if training is not None else None)
     if not splits:
         log(f"{version}: no offline splits in the store: contamination not counted (run offline_etl)")
         return VersionEvaluation(quality, None)
     contamination = contamination_counts(questions, pd.Series(row_ids, dtype="object"), splits)
-    if "evaluation" in splits:
-        evaluation_bytes = store.read_bytes(SPLIT_KEYS["evaluation"])
-        evaluation = jsonl_to_frame(evaluation_bytes)
+    if evaluation_bytes is not None:
+        evaluation = splits["evaluation"]
         touched = np.union1d(touched_questions(store, exclude=version), np.unique(questions))
         untouched = untouched_evaluation(evaluation, touched)
         key = untouched_evaluation_key(version)

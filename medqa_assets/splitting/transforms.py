@@ -55,10 +55,8 @@ class SplitResult:
 
 
 def rebalanced_ratios(ratios: dict[str, float], forced_training: float) -> dict[str, float]:
-    """The ratios the free groups are cut by when a fraction of the rows must go to training.
-
-    Rounded to 3 decimals, so that a few added rows do not move every group near a boundary.
-    """
+    """The ratios the free groups are cut by when a fraction of the rows must go to training
+    (rounded to 3 decimals: they are recorded in the metadata)."""
     if forced_training >= ratios["training"]:
         raise SplitRatioError(
             f"{forced_training:.1%} of the rows are in groups that must go to training (a hub answer, or too big "
@@ -104,13 +102,10 @@ def _row_weighted_thresholds(positions: np.ndarray, ratios: dict[str, float]) ->
     """
     targets = np.cumsum([ratios[name] for name in SPLIT_NAMES])[:-1]
     ordered = np.sort(positions)
-    if not len(ordered):
+    if len(ordered) < 2:  # nothing to place between
         return np.append(targets, 1.0)
-    cuts = []
-    for target in targets:
-        index = int(np.clip(round(target * len(ordered)), 1, len(ordered) - 1)) if len(ordered) > 1 else 0
-        cuts.append((ordered[index - 1] + ordered[index]) / 2 if len(ordered) > 1 else target)
-    return np.append(cuts, 1.0)
+    index = np.clip(np.round(targets * len(ordered)).astype(int), 1, len(ordered) - 1)
+    return np.append((ordered[index - 1] + ordered[index]) / 2, 1.0)
 
 
 def cut_production_sets(evaluation: pd.DataFrame, count: int) -> dict[str, pd.DataFrame]:
