@@ -29,8 +29,15 @@ class VersionEvaluation:
     contamination: dict[str, Any] | None
 
 
-def read_splits(store: ObjectStore) -> tuple[dict[str, pd.DataFrame], bytes | None]:
-    """The offline splits that exist, and the evaluation split's bytes (for its digest)."""
+SPLIT_COLUMNS_USED = ("row_id", "question", "question_type", "answer")
+
+
+def read_splits(
+    store: ObjectStore, log: Callable[[str], None] = print
+) -> tuple[dict[str, pd.DataFrame], bytes | None]:
+    """The offline splits that exist and hold the columns the evaluation uses, and the evaluation
+    split's bytes (for its digest). A split written by something else is left out, with one line:
+    it must not fail the version it would only have annotated."""
     splits: dict[str, pd.DataFrame] = {}
     evaluation_bytes = None
     for name, key in SPLIT_KEYS.items():
@@ -38,7 +45,16 @@ def read_splits(store: ObjectStore) -> tuple[dict[str, pd.DataFrame], bytes | No
             data = store.read_bytes(key)
         except FileNotFoundError:
             continue
-        splits[name] = jsonl_to_frame(data)
+        try:
+            frame = jsonl_to_frame(data)
+        except ValueError as error:
+            log(f"split {key} is not JSON Lines ({error}): left out of the evaluation; re-run offline_etl")
+            continue
+        missing = [column for column in SPLIT_COLUMNS_USED if column not in frame.columns]
+        if missing:
+            log(f"split {key} lacks {', '.join(missing)}: left out of the evaluation; re-run offline_etl")
+            continue
+        splits[name] = frame
         if name == "evaluation":
             evaluation_bytes = data
     return splits, evaluation_bytes
@@ -77,7 +93,7 @@ def evaluate_version(
     """Score the version's answers, count its contamination, write its question fingerprints and
     the evaluation rows that no published version (this one included) has touched."""
     store.write_bytes(question_fingerprints_key(version), np.unique(questions).tobytes())
-    splits, evaluation_bytes = read_splits(store)
+    splits, evaluation_bytes = read_splits(store, log)
     records = pd.DataFrame(evaluation_rows, columns=["production_set", "row_id", "answer"])
     records = _with_references(records, splits.get("evaluation"))
     training = splits.get("training")
