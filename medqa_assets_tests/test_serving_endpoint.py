@@ -144,3 +144,18 @@ def test_healthz(base_url: str) -> None:
     response = httpx.get(f"{base_url}/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "device": detect_device(), "training_rows": 4}
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_render_without_internet(base_url: str, page: str) -> None:
+    """Swagger UI and ReDoc come from the installed package: every script and stylesheet the page
+    loads is served by the endpoint itself (the default pages load them from a CDN)."""
+    import re
+
+    html = httpx.get(f"{base_url}{page}").text
+    assets = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+\.(?:js|css))["']""", html)
+    assert assets, html
+    for asset in assets:
+        assert asset.startswith("/"), f"{page} loads {asset} from outside the endpoint"
+        response = httpx.get(f"{base_url}{asset}")
+        assert response.status_code == 200 and len(response.content) > 10_000, asset

@@ -32,9 +32,7 @@ class VersionEvaluation:
 SPLIT_COLUMNS_USED = ("row_id", "question", "question_type", "answer")
 
 
-def read_splits(
-    store: ObjectStore, log: Callable[[str], None] = print
-) -> tuple[dict[str, pd.DataFrame], bytes | None]:
+def read_splits(store: ObjectStore, log: Callable[[str], None] = print) -> tuple[dict[str, pd.DataFrame], bytes | None]:
     """The offline splits that exist and hold the columns the evaluation uses, and the evaluation
     split's bytes (for its digest). A split written by something else is left out, with one line:
     it must not fail the version it would only have annotated."""

@@ -26,6 +26,7 @@ from typing import Literal
 import orjson
 import uvicorn
 from fastapi import FastAPI, HTTPException, Response
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from medqa_assets.serving import ANSWER_PATH, MissingInputError
@@ -64,7 +65,9 @@ def create_app(baseline: NearestQuestionBaseline, *, device: Literal["cpu", "cud
     if not baseline.is_fitted:
         raise ValueError("create_app needs a fitted baseline")
     device = device or detect_device()
-    app = FastAPI(title="MedQA reference endpoint", version="1")
+    # /docs and /redoc serve Swagger UI and ReDoc from the installed fastapi-offline package: the
+    # default pages load them from a CDN and are blank on a machine without internet.
+    app = FastAPIOffline(title="MedQA reference endpoint", version="1")
 
     # A plain ``async def``: one lookup takes a fraction of a millisecond, less than handing the
     # call to the threadpool would cost; a GIL-bound lookup gains nothing from threads anyway.
