@@ -133,3 +133,27 @@ def test_unfinished_uploads_of_killed_runs_are_swept(s3_store_env) -> None:
     assert store.sweep_temporary_files("data/production/production_data_archive/", older_than_s=0) == 1
     listing = client.call_s3("list_multipart_uploads", Bucket=bucket, Prefix="data/")
     assert listing.get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("bucket", ["medqa-403-bucket", "medqa-forbidden"])
+def test_store_errors_are_told_apart_by_code_not_by_text(s3_server: S3Server, bucket: str) -> None:
+    """An unreachable endpoint is not a credentials problem even when the URL reads "403"; a
+    refused secret is one, whatever the server's wording."""
+    from medqa_assets.storage.object_store import ObjectStore, StoreError
+
+    make_bucket(s3_server, bucket)
+    with socket.socket() as held:  # bound, never listening: connections are refused
+        held.bind(("127.0.0.1", 0))
+        unreachable = f"http://127.0.0.1:{held.getsockname()[1]}"
+        store = ObjectStore(f"s3://{bucket}/x", endpoint_url=unreachable, key=s3_server.access_key, secret="s")
+        with pytest.raises(StoreError, match="MEDQA_S3_ENDPOINT_URL") as unreachable_error:
+            store.check_access()
+    assert "AWS_SECRET_ACCESS_KEY" not in str(unreachable_error.value)
+    refused = ObjectStore(
+        f"s3://{bucket}/x",
+        endpoint_url=s3_server.endpoint_url,
+        key=s3_server.access_key,
+        secret=s3_server.secret_key + "x",
+    )
+    with pytest.raises(StoreError, match="AWS_SECRET_ACCESS_KEY"):
+        refused.check_access()

@@ -97,6 +97,43 @@ def _is_s3(url: str) -> bool:
     return url.startswith("s3://")
 
 
+CREDENTIAL_ERROR_CODES = frozenset(
+    {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "Forbidden", "403", "InvalidToken"}
+)
+
+
+def _s3_failure_kind(error: BaseException) -> str | None:
+    """What an S3 failure means, from exception types and error codes along its cause chain, never
+    from message text (servers word them differently, and a key may contain "403")."""
+    import botocore.exceptions as botocore_errors
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, botocore_errors.ClientError):
+            code = str(current.response.get("Error", {}).get("Code", ""))
+            if code in CREDENTIAL_ERROR_CODES:
+                return "credentials"
+            if code == "NoSuchBucket":
+                return "no_bucket"
+        if isinstance(current, botocore_errors.NoCredentialsError | botocore_errors.PartialCredentialsError):
+            return "credentials"
+        if isinstance(
+            current,
+            botocore_errors.EndpointConnectionError
+            | botocore_errors.ConnectTimeoutError
+            | botocore_errors.ReadTimeoutError
+            | ConnectionError
+            | TimeoutError,
+        ):
+            return "unreachable"
+        if type(current).__module__.startswith("aiohttp") and "Connect" in type(current).__name__:
+            return "unreachable"
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class ObjectStore:
     """The platform's object store rooted at ``url`` (a directory or ``s3://bucket[/prefix]``)."""
 
@@ -187,22 +224,16 @@ class ObjectStore:
             raise
         except PermissionError as error:
             raise StoreError(self._credentials_message(what, error)) from error
-        except Exception as error:  # botocore/aiohttp errors have no common base worth naming
-            text = f"{type(error).__name__}: {error}"
-            lowered = text.lower()
-            if any(
-                s in lowered
-                for s in ("accessdenied", "signaturedoesnotmatch", "invalidaccesskeyid", "forbidden", "403")
-            ):
+        except Exception as error:
+            kind = _s3_failure_kind(error)
+            if kind == "credentials":
                 raise StoreError(self._credentials_message(what, error)) from error
-            if "nosuchbucket" in lowered:
+            if kind == "no_bucket":
                 raise StoreError(
                     f"cannot {what}: bucket {self.root.split('/')[0]!r} does not exist; "
                     f"create it or change {STORE_URL_VAR}"
                 ) from error
-            if self.is_s3 and any(
-                s in lowered for s in ("connect", "endpoint", "timeout", "timed out", "name or service")
-            ):
+            if self.is_s3 and kind == "unreachable":
                 raise StoreError(
                     f"cannot {what}: the S3 endpoint {self.endpoint_url or 'AWS'} is unreachable "
                     f"({type(error).__name__}); check {S3_ENDPOINT_VAR} and that the server is up"
