@@ -1,23 +1,33 @@
 """Drift of production traffic against the training split: pure functions, DataFrames in, dicts/DataFrames out.
 
-The statistics come from scipy: the two-sample Kolmogorov–Smirnov test for lengths
-(``scipy.stats.ks_2samp``), the Jensen–Shannon distance (``scipy.spatial.distance.jensenshannon``,
-base 2, so 0 = identical and 1 = disjoint) and the chi-square test of independence
-(``scipy.stats.chi2_contingency``) for categorical features (question types, question terms).
+Every verdict is a test calibrated at the sample size in hand. The question is not "does this
+traffic differ from the training split at all" (fresh MedQuAD questions do: the splits are cut
+along concepts, so held-out questions are about other topics) but "does it differ more than new,
+in-distribution MedQuAD questions of the same number do". So each feature's distance to training
+is compared with the distances of ``DRAWS`` random samples of the same size from the held-out
+splits (validation and evaluation); the p-value is the share of those draws at least as far.
+Without held-out splits the draws come from training itself (sampling noise only).
 
-With thousands of rows even tiny differences are "significant", so the verdict is based on the
-effect size (KS statistic D, JS distance), and a p-value above ALPHA always means "no drift".
+* lengths (words per question, per answer): the Kolmogorov–Smirnov distance D;
+* question terms (the ``top_k`` most frequent of both sides plus "(other terms)") and question
+  types: the Jensen–Shannon distance (``scipy.spatial.distance.jensenshannon``, base 2).
+
+At 200 questions the term distance of a random held-out sample is already 0.1–0.15, which a fixed
+threshold called drift. The significance level is split over the features tested (Bonferroni),
+and the size of a drift is the distance above the draws' median, in fixed bands.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import stats
+from scipy import sparse
 from scipy.spatial.distance import jensenshannon
 
 from dashboard.data import histogram, word_counts
@@ -25,9 +35,13 @@ from medqa_assets.text import normalize_text_key
 
 ALPHA = 0.05
 MIN_ROWS = 20
-KS_MODERATE, KS_STRONG = 0.10, 0.25
-JS_MODERATE, JS_STRONG = 0.10, 0.25
+DRAWS = 499
+MAX_LENGTH_BIN = 400  # words; longer texts share the last bin of the length distributions
+KS_MODERATE, KS_STRONG = 0.05, 0.15  # KS D above the draws' median
+JS_MODERATE, JS_STRONG = 0.05, 0.15  # JS distance above the draws' median
 QUESTION_TYPE_MIN_COVERAGE = 0.5
+# The scrubber's placeholders ([EMAIL], [PHONE], ...) are redactions, not what people ask about.
+PLACEHOLDER_RE = re.compile(r"\[[A-Z][A-Z_]*\]")
 
 LEVELS = ("none", "moderate", "strong", "unknown")
 SUMMARY_COLUMNS = [
@@ -35,7 +49,9 @@ SUMMARY_COLUMNS = [
     "test",
     "statistic",
     "value",
+    "chance_level",
     "p_value",
+    "threshold",
     "training_rows",
     "production_rows",
     "level",
@@ -54,14 +70,10 @@ would you your yours
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
-def _level(value: float, p_value: float | None, moderate: float, strong: float) -> str:
-    if p_value is not None and p_value >= ALPHA:
+def _level(effect: float, p_value: float, threshold: float, moderate: float, strong: float) -> str:
+    if p_value >= threshold or effect < moderate:
         return "none"
-    if value >= strong:
-        return "strong"
-    if value >= moderate:
-        return "moderate"
-    return "none"
+    return "strong" if effect >= strong else "moderate"
 
 
 def _verdict(level: str, what: str, detail: str) -> str:
@@ -78,7 +90,9 @@ def _finding(
     test: str,
     statistic: str,
     value: float | None,
+    chance_level: float | None,
     p_value: float | None,
+    threshold: float,
     n_ref: int,
     n_cur: int,
     level: str,
@@ -90,7 +104,9 @@ def _finding(
         "test": test,
         "statistic": statistic,
         "value": value,
+        "chance_level": chance_level,
         "p_value": p_value,
+        "threshold": threshold,
         "training_rows": n_ref,
         "production_rows": n_cur,
         "level": level,
@@ -98,44 +114,105 @@ def _finding(
     }
 
 
-def _too_few(feature: str, test: str, statistic: str, n_ref: int, n_cur: int) -> dict[str, Any]:
+def _too_few(feature: str, test: str, statistic: str, n_ref: int, n_cur: int, threshold: float) -> dict[str, Any]:
     verdict = f"Too few rows to judge (training {n_ref}, production {n_cur}; need at least {MIN_ROWS} each)."
-    return _finding(feature, test, statistic, None, None, n_ref, n_cur, "unknown", verdict)
+    return _finding(feature, test, statistic, None, None, None, threshold, n_ref, n_cur, "unknown", verdict)
 
 
-def numeric_drift(feature: str, what: str, reference: np.ndarray, current: np.ndarray) -> dict[str, Any]:
-    """KS test of two samples of a numeric feature, with a plain-language verdict."""
-    ref = np.asarray(reference, dtype=float)
-    cur = np.asarray(current, dtype=float)
-    ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
-    test, statistic = "Kolmogorov–Smirnov (scipy.stats.ks_2samp)", "KS D"
-    if len(ref) < MIN_ROWS or len(cur) < MIN_ROWS:
-        return _too_few(feature, test, statistic, len(ref), len(cur))
-    result = stats.ks_2samp(ref, cur)
-    value, p_value = float(result.statistic), float(result.pvalue)
-    level = _level(value, p_value, KS_MODERATE, KS_STRONG)
-    medians = f"median {np.median(cur):g} in production vs {np.median(ref):g} in training"
-    detail = f"{medians}, D={value:.3f}, p={p_value:.2g}"
-    verdict = _verdict(level, what, detail)
-    return _finding(feature, test, statistic, value, p_value, len(ref), len(cur), level, verdict)
+@dataclass(frozen=True)
+class Rows:
+    """A feature as a rows x categories 0/1 matrix (sparse), split into the three groups compared."""
+
+    training: sparse.csr_matrix
+    production: sparse.csr_matrix
+    in_distribution: sparse.csr_matrix  # held-out rows (or training when there are none)
 
 
-def _distribution_drift(
-    feature: str, what: str, ref_counts: pd.Series, cur_counts: pd.Series, n_ref: int, n_cur: int
+def _indicator(codes: np.ndarray, rows: np.ndarray, n_rows: int, n_categories: int) -> sparse.csr_matrix:
+    """A rows x categories 0/1 matrix with a one at (rows[i], codes[i])."""
+    values = np.ones(len(codes), dtype=np.float32)
+    return sparse.csr_matrix((values, (rows, codes)), shape=(n_rows, n_categories))
+
+
+def _distributions(counts: np.ndarray) -> np.ndarray:
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1e-12)
+
+
+def ks_distance(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Kolmogorov–Smirnov D between count histograms over ordered bins, one per row of ``current``."""
+    cdf = np.cumsum(_distributions(current), axis=1)
+    return np.max(np.abs(cdf - np.cumsum(_distributions(reference), axis=1)), axis=1)
+
+
+def js_distance(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Jensen–Shannon distance (base 2) between count vectors, one per row of ``current``."""
+    reference = np.broadcast_to(_distributions(reference), np.atleast_2d(current).shape)
+    return np.nan_to_num(jensenshannon(_distributions(current), reference, axis=1, base=2))
+
+
+def calibrated_test(rows: Rows, distance: Any, *, draws: int = DRAWS, seed: int = 0) -> tuple[float, float, float]:
+    """The production rows' distance to training, the median distance of ``draws`` random samples of
+    as many in-distribution rows (drawn with replacement), and the share of draws at least as far."""
+    reference = np.asarray(rows.training.sum(axis=0)).ravel()
+    observed = float(distance(np.asarray(rows.production.sum(axis=0)).ravel(), reference)[0])
+    n = rows.production.shape[0]
+    pool = rows.in_distribution.shape[0]
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, pool, size=(draws, n))
+    picks = sparse.csr_matrix(
+        (np.ones(drawn.size, dtype=np.float32), (np.repeat(np.arange(draws), n), drawn.ravel())), shape=(draws, pool)
+    )
+    null = distance((picks @ rows.in_distribution).toarray(), reference)
+    p_value = (1 + int(np.sum(null >= observed - 1e-12))) / (draws + 1)
+    return observed, float(np.median(null)), p_value
+
+
+def _drift(
+    feature: str,
+    what: str,
+    rows: Rows,
+    kind: str,
+    threshold: float,
+    describe: Any = None,
 ) -> dict[str, Any]:
-    test, statistic = "Jensen–Shannon distance (scipy) + chi-square (scipy.stats.chi2_contingency)", "JS distance"
-    if n_ref < MIN_ROWS or n_cur < MIN_ROWS or ref_counts.sum() == 0 or cur_counts.sum() == 0:
-        return _too_few(feature, test, statistic, n_ref, n_cur)
-    categories = ref_counts.index.union(cur_counts.index)
-    ref = ref_counts.reindex(categories, fill_value=0).to_numpy(dtype=float)
-    cur = cur_counts.reindex(categories, fill_value=0).to_numpy(dtype=float)
-    seen = (ref + cur) > 0  # a category absent from both sides carries no information (and breaks chi-square)
-    ref, cur, categories = ref[seen], cur[seen], categories[seen]
-    value = float(jensenshannon(ref / ref.sum(), cur / cur.sum(), base=2))
-    p_value = float(stats.chi2_contingency(np.vstack([ref, cur])).pvalue) if len(categories) > 1 else 1.0
-    level = _level(value, p_value, JS_MODERATE, JS_STRONG)
-    verdict = _verdict(level, what, f"JS distance {value:.3f} on a 0–1 scale, chi-square p={p_value:.2g}")
-    return _finding(feature, test, statistic, value, p_value, n_ref, n_cur, level, verdict)
+    """One feature's finding: ``kind`` "ks" (ordered bins) or "js" (categories)."""
+    statistic, distance, bands = {
+        "ks": ("KS D", ks_distance, (KS_MODERATE, KS_STRONG)),
+        "js": ("JS distance", js_distance, (JS_MODERATE, JS_STRONG)),
+    }[kind]
+    test = f"{statistic} against {DRAWS} same-size samples of held-out MedQuAD rows"
+    n_ref, n_cur = rows.training.shape[0], rows.production.shape[0]
+    if n_ref < MIN_ROWS or n_cur < MIN_ROWS or rows.in_distribution.shape[0] < MIN_ROWS:
+        return _too_few(feature, test, statistic, n_ref, n_cur, threshold)
+    value, chance, p_value = calibrated_test(rows, distance)
+    level = _level(value - chance, p_value, threshold, *bands)
+    detail = (
+        f"{statistic} {value:.3f} where new MedQuAD questions of the same number give {chance:.3f}, "
+        f"p={p_value:.2g}" + (f"; {describe}" if describe else "")
+    )
+    verdict = _verdict(level, what, detail)
+    return _finding(feature, test, statistic, value, chance, p_value, threshold, n_ref, n_cur, level, verdict)
+
+
+def _length_rows(training: pd.Series, production: pd.Series, in_distribution: pd.Series) -> tuple[Rows, str]:
+    counts = [np.minimum(word_counts(values), MAX_LENGTH_BIN) for values in (training, production, in_distribution)]
+    matrices = [_indicator(c, np.arange(len(c)), len(c), MAX_LENGTH_BIN + 1) for c in counts]
+    production_median, training_median = (float(np.median(c)) if len(c) else 0.0 for c in counts[1::-1])
+    medians = f"median {production_median:g} words vs {training_median:g} in training"
+    return Rows(*matrices), medians
+
+
+def _category_rows(groups: list[pd.Series]) -> Rows:
+    codes, categories = pd.factorize(pd.concat(groups, ignore_index=True))
+    bounds = np.cumsum([0, *(len(g) for g in groups)])
+    width = max(1, len(categories))
+    return Rows(
+        *(
+            _indicator(codes[lo:hi], np.arange(hi - lo), hi - lo, width)
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+        )
+    )
 
 
 def share_table(ref_counts: pd.Series, cur_counts: pd.Series, n_ref: int, n_cur: int, label: str) -> pd.DataFrame:
@@ -154,19 +231,27 @@ def share_table(ref_counts: pd.Series, cur_counts: pd.Series, n_ref: int, n_cur:
 
 
 def categorical_drift(
-    feature: str, what: str, reference: pd.Series, current: pd.Series, label: str = "category"
+    feature: str,
+    what: str,
+    reference: pd.Series,
+    current: pd.Series,
+    in_distribution: pd.Series | None = None,
+    label: str = "category",
+    threshold: float = ALPHA,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """JS distance and chi-square test of a categorical feature, and the per-category shares."""
+    """JS distance of a categorical feature, calibrated by same-size in-distribution samples, and
+    the per-category shares."""
     ref = reference.dropna().astype(str)
     cur = current.dropna().astype(str)
-    ref_counts, cur_counts = ref.value_counts(), cur.value_counts()
-    summary = _distribution_drift(feature, what, ref_counts, cur_counts, len(ref), len(cur))
-    return summary, share_table(ref_counts, cur_counts, len(ref), len(cur), label)
+    pool = (ref if in_distribution is None else in_distribution).dropna().astype(str)
+    summary = _drift(feature, what, _category_rows([ref, cur, pool]), "js", threshold)
+    return summary, share_table(ref.value_counts(), cur.value_counts(), len(ref), len(cur), label)
 
 
 def question_terms(questions: pd.Series) -> pd.Series:
     """Content terms per question, once per question: a Series of terms indexed by question position."""
-    keys = normalize_text_key(questions.reset_index(drop=True))
+    text = questions.reset_index(drop=True).astype("string").str.replace(PLACEHOLDER_RE, " ", regex=True)
+    keys = normalize_text_key(text)
     tokens = pc.split_pattern(pa.array(keys, type=pa.large_string(), from_pandas=True), " ")
     parents = pc.list_parent_indices(tokens).to_numpy()
     flat = pc.list_flatten(tokens)
@@ -180,35 +265,32 @@ def question_terms(questions: pd.Series) -> pd.Series:
     return pd.Series(frame["term"].to_numpy(), index=frame["question"].to_numpy(), name="term")
 
 
-def term_drift(reference: pd.Series, current: pd.Series, top_k: int = 30) -> tuple[dict[str, Any], pd.DataFrame]:
-    """How the most frequent question terms differ: JS/chi-square on the top terms of either side.
-
-    Terms outside both top-``top_k`` lists are pooled as "(other terms)". The table gives, per
-    term, the share of questions that contain it in training and in production.
-    """
-    ref_terms, cur_terms = question_terms(reference), question_terms(current)
-    ref_counts, cur_counts = ref_terms.value_counts(), cur_terms.value_counts()
-    top = ref_counts.head(top_k).index.union(cur_counts.head(top_k).index)
-
-    def pooled(counts: pd.Series) -> pd.Series:
-        kept = counts.reindex(top, fill_value=0)
-        other = counts.sum() - kept.sum()
-        return pd.concat([kept, pd.Series({"(other terms)": other})])
-
-    summary = _distribution_drift(
-        "Question terms",
-        f"the topics of production questions (top {top_k} terms)",
-        pooled(ref_counts),
-        pooled(cur_counts),
-        len(reference),
-        len(current),
+def term_drift(
+    reference: pd.Series,
+    current: pd.Series,
+    in_distribution: pd.Series | None = None,
+    top_k: int = 30,
+    threshold: float = ALPHA,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """How the question terms differ: JS distance over the ``top_k`` most frequent terms of training
+    and production pooled plus "(other terms)". The table gives, per term among either side's top
+    ``top_k``, the share of questions that contain it in training and in production."""
+    pool = reference if in_distribution is None else in_distribution
+    found = [question_terms(values) for values in (reference, current, pool)]
+    ref_counts, cur_counts = found[0].value_counts(), found[1].value_counts()
+    tested = ref_counts.add(cur_counts, fill_value=0).sort_values(ascending=False, kind="stable").head(top_k).index
+    matrices = []
+    for terms, values in zip(found, (reference, current, pool), strict=True):
+        codes = tested.get_indexer(terms)
+        codes[codes < 0] = len(tested)  # "(other terms)"
+        matrices.append(_indicator(codes, terms.index.to_numpy(dtype=np.int64), len(values), len(tested) + 1))
+    summary = _drift(
+        "Question terms", f"the topics of production questions (top {top_k} terms)", Rows(*matrices), "js", threshold
     )
+    shown = ref_counts.head(top_k).index.union(cur_counts.head(top_k).index)
+    n_ref, n_cur = len(reference), len(current)
     table = share_table(
-        ref_counts.reindex(top, fill_value=0),
-        cur_counts.reindex(top, fill_value=0),
-        len(reference),
-        len(current),
-        "term",
+        ref_counts.reindex(shown, fill_value=0), cur_counts.reindex(shown, fill_value=0), n_ref, n_cur, "term"
     )
     return summary, table
 
@@ -221,35 +303,76 @@ def attach_question_types(production: pd.DataFrame, reference: pd.DataFrame) -> 
     return production["row_id"].map(lookup).astype("string")
 
 
-def drift_report(training: pd.DataFrame, production: pd.DataFrame, top_k: int = 30) -> dict[str, Any]:
-    """Everything the Drift tab shows, from training rows and production rows.
+def length_drift(
+    feature: str,
+    what: str,
+    reference: pd.Series,
+    current: pd.Series,
+    in_distribution: pd.Series | None = None,
+    threshold: float = ALPHA,
+) -> dict[str, Any]:
+    """KS distance of words per text, calibrated by same-size in-distribution samples."""
+    rows, medians = _length_rows(reference, current, reference if in_distribution is None else in_distribution)
+    return _drift(feature, what, rows, "ks", threshold, describe=medians)
 
-    ``training`` has question, answer and question_type; ``production`` has question, answer and
-    optionally question_type (null where unknown). Returns summary (one row per feature),
-    question_lengths and answer_lengths (pre-binned, groups training/production), terms and
-    question_types (share tables; question_types is None when too few production rows have a type).
+
+def drift_report(
+    training: pd.DataFrame,
+    production: pd.DataFrame,
+    held_out: pd.DataFrame | None = None,
+    top_k: int = 30,
+) -> dict[str, Any]:
+    """Everything the Drift tab shows, from training rows, production rows and held-out rows.
+
+    ``training`` and ``held_out`` (validation and evaluation: new questions that are not drift)
+    have question, answer and question_type; ``production`` has question, answer and optionally
+    question_type (null where unknown). Without ``held_out``, samples of training calibrate the
+    tests. Returns summary (one row per feature), question_lengths and answer_lengths (pre-binned,
+    groups training/production), terms and question_types (share tables; question_types is None
+    when too few production rows have a type).
     """
-    ref_q, cur_q = word_counts(training["question"]), word_counts(production["question"])
-    ref_a, cur_a = word_counts(training["answer"]), word_counts(production["answer"])
-    rows = [
-        numeric_drift("Question length (words)", "production question lengths", ref_q, cur_q),
-        numeric_drift("Answer length (words)", "the chatbot's answer lengths", ref_a, cur_a),
-    ]
-    terms_summary, terms = term_drift(training["question"], production["question"], top_k=top_k)
-    rows.append(terms_summary)
     question_types = None
     coverage = 0.0
     if "question_type" in production.columns and len(production):
         coverage = float(production["question_type"].notna().mean())
-    if coverage >= QUESTION_TYPE_MIN_COVERAGE:
+    with_types = coverage >= QUESTION_TYPE_MIN_COVERAGE
+    threshold = ALPHA / (4 if with_types else 3)  # Bonferroni: the chance of any false alarm stays ALPHA
+    pool = training if held_out is None or len(held_out) < MIN_ROWS else held_out
+    rows = [
+        length_drift(
+            "Question length (words)",
+            "production question lengths",
+            training["question"],
+            production["question"],
+            pool["question"],
+            threshold,
+        ),
+        length_drift(
+            "Answer length (words)",
+            "the chatbot's answer lengths",
+            training["answer"],
+            production["answer"],
+            pool["answer"],
+            threshold,
+        ),
+    ]
+    terms_summary, terms = term_drift(
+        training["question"], production["question"], pool["question"], top_k=top_k, threshold=threshold
+    )
+    rows.append(terms_summary)
+    if with_types:
         types_summary, question_types = categorical_drift(
             "Question type",
             "the kinds of questions asked",
             training["question_type"],
             production["question_type"],
+            pool["question_type"],
             label="question_type",
+            threshold=threshold,
         )
         rows.append(types_summary)
+    ref_q, cur_q = word_counts(training["question"]), word_counts(production["question"])
+    ref_a, cur_a = word_counts(training["answer"]), word_counts(production["answer"])
     return {
         "summary": pd.DataFrame(rows, columns=SUMMARY_COLUMNS),
         "question_lengths": histogram({"training": ref_q, "production": cur_q}),
@@ -257,4 +380,5 @@ def drift_report(training: pd.DataFrame, production: pd.DataFrame, top_k: int = 
         "terms": terms,
         "question_types": question_types,
         "question_type_coverage": coverage,
+        "calibration": "held-out splits" if pool is held_out else "training",
     }

@@ -42,7 +42,8 @@ def build_report(store: ObjectStore, production_key: str) -> dict[str, Any] | No
         [table.frame[["row_id", "question_type"]] for table in splits.values() if table is not None], ignore_index=True
     )
     frame = production.frame.assign(question_type=stats.attach_question_types(production.frame, types))
-    report = stats.drift_report(training.frame, frame)
+    held_out = [splits[name].frame for name in ("validation", "evaluation") if splits.get(name) is not None]
+    report = stats.drift_report(training.frame, frame, pd.concat(held_out, ignore_index=True) if held_out else None)
     report["info"] = production.info()
     return report
 
@@ -88,7 +89,11 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
             "feature": summary["feature"],
             "statistic": summary["statistic"],
             "value": summary["value"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
+            "same-size held-out sample (median)": summary["chance_level"].map(
+                lambda v: "–" if pd.isna(v) else f"{v:.3f}"
+            ),
             "p-value": summary["p_value"].map(lambda v: "–" if pd.isna(v) else f"{v:.2g}"),
+            "drift below p": summary["threshold"].map(lambda v: f"{v:.3g}"),
             "training rows": summary["training_rows"].map("{:,}".format),
             "production rows": summary["production_rows"].map("{:,}".format),
             "test": summary["test"],
@@ -102,9 +107,16 @@ def _summary(report: dict[str, Any], version: str) -> None:
     for row in summary.itertuples():
         st.markdown(f"{LEVEL_BADGES.get(row.level, '')} **{row.feature}** — {row.verdict}")
     st.table(summary_table(summary))
+    calibration = (
+        "random samples of as many held-out MedQuAD rows (validation and evaluation: new questions, not drift)"
+        if report.get("calibration") == "held-out splits"
+        else "random samples of as many training rows (no held-out split in the store: sampling noise only)"
+    )
     st.caption(
-        "Verdicts use the effect size: KS D or Jensen–Shannon distance below 0.10 is no meaningful drift, "
-        "0.10–0.25 moderate, above 0.25 strong; a p-value above 0.05 always counts as no drift."
+        f"Each distance to training is compared with {stats.DRAWS} {calibration}; the p-value is the share "
+        "of them at least as far. A feature drifts when p is below 0.05 divided by the number of features "
+        f"(here {summary['threshold'].iloc[0]:.3g}); how much is the distance above the samples' median "
+        f"(moderate from {stats.JS_MODERATE:g}, strong from {stats.JS_STRONG:g})."
     )
     if report["question_types"] is None:
         st.caption(
