@@ -22,9 +22,14 @@ import streamlit as st  # noqa: E402
 
 from dashboard import data  # noqa: E402
 
-TAB_NAMES = ["Offline MedQuAD data", "Retraining data", "Drift"]
+TAB_NAMES = ["Offline MedQuAD data", "Retraining data", "Drift", "Records"]
 # One module per tab, imported when the tab is first opened (the Drift tab alone needs scipy.stats).
-VIEWS = ["dashboard.views.offline", "dashboard.views.retraining", "dashboard.views.drift"]
+VIEWS = [
+    "dashboard.views.offline",
+    "dashboard.views.retraining",
+    "dashboard.views.drift",
+    "dashboard.views.records",
+]
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Plus the pure data-prep and drift functions the tabs are built on.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -423,3 +424,28 @@ def test_raw_entries_that_will_not_be_taken_are_listed(store: ObjectStore) -> No
         ".tmp-upload": "temporary name (.tmp-*)",
         "![x](http:__127.0.0.1:9_p.png).lnk": "symbolic link",
     }
+
+
+def test_records_tab_explores_every_dataset_and_shows_logs_only_scrubbed(populated: ObjectStore) -> None:
+    """Every split, production set, version and quarantine opens, question and answer first; a record
+    that an older store kept unscrubbed is shown through the scrubber."""
+    leaked = {"question": "My SSN is 123-45-6789, is asthma inherited?", "answer": "Call me at 415-555-0134."}
+    key = f"{layout.quarantine_prefix('v2')}records.jsonl"
+    line = {"source_file": "log-9.jsonl", "index": 1, "reason": "non_answer", "record": json.dumps(leaked)}
+    populated.write_bytes(key, populated.read_bytes(key) + json.dumps(line).encode() + b"\n")
+    at = run_tab("Records")
+    assert_clean(at)
+    labels = at.selectbox(key="explorer_dataset").options
+    assert labels[:3] == ["split: training", "split: validation", "split: evaluation"]
+    assert {"retraining version: v2", "quarantine: v2", "production set: set1"} <= set(labels)
+    for index, label in enumerate(labels):
+        at.selectbox(key="explorer_dataset").select_index(index).run()
+        assert_clean(at)
+        frame = at.dataframe[0].value
+        assert list(frame.columns[:2]) == ["question", "answer"], label
+        assert len(frame) > 0, label
+    at.selectbox(key="explorer_dataset").select(next(o for o in labels if o == "quarantine: v2")).run()
+    at.multiselect(key="explorer_reason_quarantine: v2").select("non_answer").run()
+    frame = at.dataframe[0].value
+    assert len(frame) == 1 and "[SSN]" in frame["question"].iloc[0] and "[PHONE]" in frame["answer"].iloc[0]
+    assert "123-45-6789" not in all_protos(at) and "415-555-0134" not in all_protos(at)

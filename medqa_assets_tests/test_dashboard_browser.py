@@ -7,6 +7,7 @@ Without it the test fails under CI (CI=true) and is skipped, with the reason, el
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import socket
@@ -17,8 +18,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
 from medqa_assets_tests import dashboard_fixtures as fx
 
@@ -37,7 +40,7 @@ APP = REPO / "dashboard" / "app.py"
 SCREENSHOTS = REPO / "test-output" / "dashboard"
 SECRET = "browser-test-secret-Kp2Vd9"
 # Tab -> charts it draws with the fixture store (see test_dashboard_apptest for what they are).
-TABS = {"Offline MedQuAD data": 4, "Retraining data": 4, "Drift": 3}
+TABS = {"Offline MedQuAD data": 4, "Retraining data": 4, "Drift": 3, "Records": 0}
 STARTUP_TIMEOUT_S = 30
 VIEWPORT = {"width": 1400, "height": 900}
 RENDER_TIMEOUT_MS = 20_000
@@ -159,7 +162,74 @@ def test_every_tab_renders_in_chromium(tmp_path: Path) -> None:
                 html = page.content()
                 assert SECRET not in html and "browser-test-key-id" not in html, f"{name}: a credential on the page"
             assert str(store_root) in page.content()  # the store URL is shown
+            explore_and_download(page, ObjectStore(str(store_root)), tmp_path)
         finally:
             browser.close()
     for name in TABS:
         assert (SCREENSHOTS / f"{slug(name)}.png").stat().st_size > 10_000
+
+
+def independently_filtered(store: ObjectStore, key: str, question_types: list[str], keyword: str) -> pd.DataFrame:
+    """What the explorer must return, computed here from the stored file."""
+    frame = pd.read_json(io.BytesIO(store.read_bytes(key)), lines=True, dtype=False)
+    hit = pd.Series(False, index=frame.index)
+    for column in ("question", "answer", "question_focus"):
+        hit |= frame[column].fillna("").str.lower().str.contains(keyword.lower(), regex=False)
+    return frame[frame["question_type"].isin(question_types) & hit].reset_index(drop=True)
+
+
+def explore_and_download(page, store: ObjectStore, tmp_path: Path) -> None:
+    """Records tab: pick a split, filter by question type and keyword, page, download both formats."""
+    key, question_types, keyword = layout.SPLIT_KEYS["training"], ["symptoms", "treatment"], "FATIGUE"
+    expected = independently_filtered(store, key, question_types, keyword)
+    assert 25 < len(expected) < len(pd.read_json(io.BytesIO(store.read_bytes(key)), lines=True))
+    page.get_by_role("tab", name="Records").click()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").click()
+    page.get_by_role("option", name="split: training").click()
+    wait_idle(page)
+    for question_type in question_types:
+        page.locator('[data-testid="stMultiSelect"]').filter(has_text="Question type").click()
+        page.get_by_role("option", name=question_type, exact=True).click()
+        page.keyboard.press("Escape")
+        wait_idle(page)
+    keyword_box = page.get_by_label(re.compile("^Keyword"))
+    keyword_box.fill(keyword)
+    keyword_box.press("Enter")
+    wait_idle(page)
+    summary = page.get_by_text(re.compile(r"records match"))
+    assert summary.inner_text().startswith(f"{len(expected):,} of "), summary.inner_text()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Rows per page").click()
+    page.get_by_role("option", name="25", exact=True).click()
+    wait_idle(page)
+    page.locator('[data-testid="stNumberInput"]').filter(has_text="Page").get_by_test_id("stNumberInputStepUp").click()
+    wait_idle(page)
+    page.get_by_text(f"showing 26–{min(50, len(expected))}").wait_for(timeout=RENDER_TIMEOUT_MS)
+    screenshot(page, SCREENSHOTS / "records.png")
+    for label, read in (("Download CSV", read_csv), ("Download JSON Lines", read_jsonl)):
+        with page.expect_download(timeout=RENDER_TIMEOUT_MS) as download:
+            page.get_by_role("button", name=label).click()
+        target = tmp_path / download.value.suggested_filename
+        download.value.save_as(target)
+        got = read(target)
+        assert len(got) == len(expected), label
+        columns = list(expected.columns)
+        assert list(got.columns[:2]) == ["question", "answer"], label  # question and answer first
+        pd.testing.assert_frame_equal(
+            got[columns].astype("string"), expected[columns].astype("string"), check_dtype=False, obj=label
+        )
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def read_jsonl(path: Path) -> pd.DataFrame:
+    return pd.read_json(path, lines=True, dtype=False)
+
+
+def wait_idle(page) -> None:
+    """Until the script run that the last interaction started is over."""
+    page.wait_for_timeout(150)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=RENDER_TIMEOUT_MS
+    )
