@@ -566,6 +566,9 @@ def timestamp_trend(timestamps: pd.Series, scale: float = 1.0, max_periods: int 
     else:
         periods = valid.dt.floor(freq)
     trend = periods.value_counts().sort_index()
+    # every period between the first and the last, empty ones as 0: a line never bridges a gap
+    step = pd.Timedelta(days=7) if freq == "W" else pd.tseries.frequencies.to_offset(freq)
+    trend = trend.reindex(pd.date_range(trend.index[0], trend.index[-1], freq=step), fill_value=0)
     frame = pd.DataFrame({"period": trend.index, "records": (trend.to_numpy() * scale).round().astype(int)})
     return frame, unit
 
@@ -579,20 +582,76 @@ def manifest_frame(metadata: dict[str, Any]) -> pd.DataFrame:
 
 
 def quality_overview(metadatas: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
-    """Answer quality per version that reports it: version, metric, n, mean, p50, p90."""
+    """Answer quality per version that reports it, one row per version and metric: the model's mean
+    and 95% interval, the random same-type baseline's, and the lift over it (versions by number)."""
     rows = []
     for version, meta in metadatas.items():
         quality = meta.get("answer_quality") if isinstance(meta, dict) else None
-        if isinstance(quality, dict):
+        if not isinstance(quality, dict):
+            continue
+        metrics = quality.get("metrics")
+        if not isinstance(metrics, dict):  # metadata written before baselines: the primary metric only
+            metrics = {quality.get("metric") or "metric": {"mean": quality.get("mean")}}
+        for metric, entry in metrics.items():
+            if not isinstance(entry, dict):
+                continue
+            low, high = _interval(entry.get("ci95"))
+            base_low, base_high = _interval(entry.get("baseline_ci95"))
+            lift_low, lift_high = _interval(entry.get("lift_ci95"))
             rows.append(
                 {
                     "version": version,
                     "number": layout.version_number(version),
-                    **{k: quality.get(k) for k in ("metric", "n", "mean", "p50", "p90")},
+                    "metric": metric,
+                    "n": quality.get("n"),
+                    "mean": entry.get("mean"),
+                    "low": low,
+                    "high": high,
+                    "baseline": entry.get("baseline_mean"),
+                    "baseline_low": base_low,
+                    "baseline_high": base_high,
+                    "lift": entry.get("lift"),
+                    "lift_low": lift_low,
+                    "lift_high": lift_high,
                 }
             )
-    columns = ["version", "number", "metric", "n", "mean", "p50", "p90"]
-    return pd.DataFrame(rows, columns=columns).sort_values("number").reset_index(drop=True)
+    columns = ["version", "number", "metric", "n", "mean", "low", "high", "baseline", "baseline_low"]
+    columns += ["baseline_high", "lift", "lift_low", "lift_high"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["number", "metric"]).reset_index(drop=True)
+
+
+def _interval(value: Any) -> tuple[float | None, float | None]:
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
+        return float(value[0]), float(value[1])
+    return None, None
+
+
+def contamination_overview(metadatas: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
+    """Per version (by number) and split: the version's rows whose question is one of the split's,
+    and the evaluation rows that no published version has touched yet."""
+    rows = []
+    for version, meta in metadatas.items():
+        counts = meta.get("contamination") if isinstance(meta, dict) else None
+        if not isinstance(counts, dict):
+            continue
+        untouched = counts.get("untouched_evaluation") or {}
+        for split, entry in (counts.get("by_split") or {}).items():
+            if isinstance(entry, dict):
+                rows.append(
+                    {
+                        "version": version,
+                        "number": layout.version_number(version),
+                        "split": split,
+                        "version_rows": counts.get("rows"),
+                        "rows_with_split_question": entry.get("rows_with_split_question"),
+                        "distinct_split_questions": entry.get("distinct_split_questions"),
+                        "split_questions": entry.get("split_questions"),
+                        "untouched_evaluation_rows": untouched.get("rows"),
+                    }
+                )
+    columns = ["version", "number", "split", "version_rows", "rows_with_split_question", "distinct_split_questions"]
+    columns += ["split_questions", "untouched_evaluation_rows"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["number", "split"]).reset_index(drop=True)
 
 
 def quality_histogram(quality: dict[str, Any]) -> pd.DataFrame:

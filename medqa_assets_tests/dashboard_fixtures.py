@@ -8,6 +8,7 @@ production sets, retraining versions with metadata, quarantine and the version t
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -104,12 +105,28 @@ def write_offline(store: ObjectStore, frames: dict[str, pd.DataFrame], sets: int
         "dropped": {**dropped, "total_dropped": sum(dropped.values())},
         "ratios": {"training": 0.6, "validation": 0.2, "evaluation": 0.2},
         "ratio_deviation": {"training": 0.0, "validation": 0.0, "evaluation": 0.0},
-        "leakage": {"held_out_rows_sharing_with_training": {"question": 0, "focus": 0, "document": 0, "answer": 0}},
+        "leakage": split_leakage(frames),
         "files": files,
         "created": START.isoformat(),
     }
     store.write_json(layout.SPLIT_METADATA, metadata)
     return metadata
+
+
+def split_leakage(frames: dict[str, pd.DataFrame]) -> dict:
+    """The ``leakage`` entry of the split metadata, computed by the platform's own functions."""
+    from medqa_assets.splitting.leakage import BLOCKING_KINDS, held_out_sharing, leakage_groups
+
+    rows = pd.concat(frames.values(), ignore_index=True)
+    split_of_row = np.concatenate([np.full(len(frame), name, dtype=object) for name, frame in frames.items()])
+    groups = leakage_groups(rows)
+    sharing = held_out_sharing(groups.keys, groups.hubs, split_of_row)
+    return {
+        "held_out_rows_sharing_with_training": sharing["blocking"],
+        "blocking_kinds": list(BLOCKING_KINDS),
+        "residual": sharing["residual"],
+        "groups": groups.summary,
+    }
 
 
 def retraining_lines(pool: pd.DataFrame, n: int, seed: int, start: datetime, hours: float = 30.0) -> bytes:
@@ -130,9 +147,37 @@ def retraining_lines(pool: pd.DataFrame, n: int, seed: int, start: datetime, hou
     return "".join(lines).encode("utf-8")
 
 
-def version_metadata(version: str, rows: int, data: bytes, created: datetime, *, quality: bool = True) -> dict:
+_EVALUATIONS: dict[str, tuple[dict | None, dict]] = {}
+EVALUATED_RECORDS = 40  # enough for every field of the real evaluation; small, because chrF is slow
+
+
+def evaluation_metadata(store: ObjectStore, data: bytes) -> tuple[dict | None, dict]:
+    """``answer_quality`` and ``contamination`` as the platform computes them for this version's
+    records (the first EVALUATED_RECORDS, every other answer swapped for another's); cached by input."""
+    from medqa_assets.evaluation.contamination import contamination_counts
+    from medqa_assets.evaluation.online import answer_quality
+    from medqa_assets.text import alnum_fingerprints
+
+    splits = {name: store.read_jsonl(key) for name, key in layout.SPLIT_KEYS.items() if store.exists(key)}
+    digest = hashlib.sha256(data + b"".join(frame_to_jsonl(f) for f in splits.values())).hexdigest()
+    if digest not in _EVALUATIONS:
+        records = pd.read_json(io.BytesIO(data), lines=True, dtype=False)
+        head = records.head(EVALUATED_RECORDS).copy()
+        head.loc[head.index[1::2], "answer"] = head["answer"].iloc[::-1].to_numpy()[1::2]
+        references = splits["evaluation"][["row_id", "question_type", "answer"]].rename(columns={"answer": "reference"})
+        scored = head[["row_id", "answer"]].merge(references, on="row_id")
+        quality = answer_quality(scored, splits["training"][["question_type", "answer"]])
+        contamination = contamination_counts(alnum_fingerprints(records["question"]), records["row_id"], splits)
+        _EVALUATIONS[digest] = (quality, contamination)
+    return _EVALUATIONS[digest]
+
+
+def version_metadata(
+    version: str, rows: int, data: bytes, created: datetime, *, quality: bool = True, store: ObjectStore | None = None
+) -> dict:
     key = layout.retraining_data_key(version)
     quarantined = 3
+    evaluated = evaluation_metadata(store, data) if store is not None else (None, None)
     return {
         "version": version,
         "created": created.isoformat(),
@@ -167,18 +212,8 @@ def version_metadata(version: str, rows: int, data: bytes, created: datetime, *,
         ],
         "output": {"key": key, "sha256": hashlib.sha256(data).hexdigest(), "rows": rows, "bytes": len(data)},
         "fields_dropped": ["latency_ms", "q_tags", MARKDOWN_FIELD_NAME],
-        "answer_quality": (
-            {
-                "metric": "rougeL_f1",
-                "n": rows,
-                "mean": 0.61,
-                "p50": 0.64,
-                "p90": 0.9,
-                "histogram": {"bins": [0, 0.2, 0.4, 0.6, 0.8, 1.0], "counts": [5, 10, 20, 40, 25]},
-            }
-            if quality
-            else None
-        ),
+        "answer_quality": evaluated[0] if quality else None,
+        "contamination": evaluated[1],
         "timestamps": {"min": created.isoformat(), "max": (created + timedelta(hours=30)).isoformat()},
     }
 
@@ -191,7 +226,7 @@ def write_version(
     created = START + timedelta(days=number)
     data = retraining_lines(pool, rows, seed + number, created)
     store.write_bytes(layout.retraining_data_key(version), data)
-    metadata = version_metadata(version, rows, data, created, quality=quality)
+    metadata = version_metadata(version, rows, data, created, quality=quality, store=store)
     store.write_json(layout.retraining_metadata_key(version), metadata)
     quarantine = pd.DataFrame(
         [

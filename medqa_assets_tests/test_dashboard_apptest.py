@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,6 +123,10 @@ def test_offline_tab_populated(populated: ObjectStore) -> None:
         assert expected in subheaders
     assert charts(at) == 4  # dropped rows, rows per split and set, question types, lengths
     assert any("No leakage" in s for s in texts(at, "success"))
+    assert any("Residual sharing" in s for s in texts(at, "markdown"))
+    residual = next(t.value for t in at.table if "most shared" in t.value.columns)
+    assert sorted(residual.index) == ["answer", "concept", "synonym"]
+    assert list(at.dataframe[-1].value.columns[:2]) == ["question", "answer"]  # the sample viewer
     assert [m.label for m in at.metric][:3] == ["Initial records", "Final records", "Dropped"]
     assert "bundled" in page_text(at)
     assert len(at.get("download_button")) == 1
@@ -153,12 +158,14 @@ def test_retraining_tab_populated(populated: ObjectStore) -> None:
         "v2: counts, rejections and PII",
         "v2: lengths and timestamps",
         "Answer quality against the reference answers",
+        "Contamination: production questions that are already in a split",
         "v2: quarantined records and files",
         "v2: manifest",
     ):
         assert expected in subheaders
-    # versions line, rejections and PII, lengths, timestamp trend (v2 reports no answer quality)
-    assert charts(at) == 4
+    # versions line, rejections and PII, lengths, timestamp trend, contamination per version (v2
+    # reports no answer quality)
+    assert charts(at) == 5
     assert any("does not report answer quality" in s for s in texts(at, "info"))
     text = page_text(at)
     assert "not_json" in text and "missing_question" in text  # quarantine viewer and reasons
@@ -172,8 +179,10 @@ def test_retraining_tab_populated(populated: ObjectStore) -> None:
     at.selectbox(key="retraining_version").select("v1").run()
     assert_clean(at)
     assert "v1: manifest" in texts(at, "subheader")
-    assert charts(at) == 5  # + v1's answer-quality histogram
-    assert "rougeL_f1 mean" in [m.label for m in at.metric]
+    assert charts(at) == 6  # + v1's answer-quality histogram
+    quality = next(t.value for t in at.table if "random same-type answer" in t.value.columns)
+    assert list(quality.index) == ["chrf", "rougeL_f1", "token_f1"]
+    assert all(re.fullmatch(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", v) for v in quality["lift"])
 
 
 def test_drift_tab_populated(populated: ObjectStore) -> None:
@@ -285,7 +294,7 @@ def test_corrupt_data_line_and_tracker(populated: ObjectStore) -> None:
     assert_clean(at)
     assert any("version_tracker.txt" in w for w in texts(at, "warning"))
     assert any("were not JSON objects" in w for w in texts(at, "warning"))
-    assert charts(at) == 4
+    assert charts(at) == 5
 
 
 # -- freshness: new versions appear without a restart -----------------------------------------
@@ -449,3 +458,14 @@ def test_records_tab_explores_every_dataset_and_shows_logs_only_scrubbed(populat
     frame = at.dataframe[0].value
     assert len(frame) == 1 and "[SSN]" in frame["question"].iloc[0] and "[PHONE]" in frame["answer"].iloc[0]
     assert "123-45-6789" not in all_protos(at) and "415-555-0134" not in all_protos(at)
+
+
+def test_trend_has_every_period_and_times_read_to_the_minute() -> None:
+    """A gap in traffic is a run of zeros, not a line drawn across it; "Created" is more than a date."""
+    from dashboard.views.common import short_time
+
+    stamps = pd.Series(pd.to_datetime(["2026-01-01T00:01Z", "2026-01-01T00:02Z", "2026-01-01T01:31Z"], utc=True))
+    trend, unit = data.timestamp_trend(stamps)
+    assert unit == "minute" and len(trend) == 91 and trend["records"].sum() == 3
+    assert (trend["records"] == 0).sum() == 88
+    assert short_time("2026-12-03T07:15:03+00:00") == "2026-12-03 07:15 UTC" and short_time(None) == "–"

@@ -141,5 +141,9 @@ def sample_note(info: data.SampleInfo, what: str) -> None:
 
 
 def short_time(value: Any) -> str:
-    """An ISO timestamp as its date, for metrics (the full value goes in the metric's help)."""
-    return str(value or "–")[:10]
+    """An ISO timestamp as date and minute in UTC, for metrics (the full value goes in the help)."""
+    stamp = pd.to_datetime(value, utc=True, errors="coerce", format="ISO8601") if value else pd.NaT
+    return "–" if pd.isna(stamp) else stamp.strftime("%Y-%m-%d %H:%M UTC")
+
+
+COUNT_LABELS = ",d"  # bar labels as 31,034, never 31.034k

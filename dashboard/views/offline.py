@@ -10,7 +10,9 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard import data
+from dashboard.explorer import ordered
 from dashboard.views.common import (
+    COUNT_LABELS,
     binned_figure,
     cached,
     chart,
@@ -114,7 +116,7 @@ def _source_and_counts(metadata: dict[str, Any] | None) -> None:
     with section("Source and provenance"):
         initial, final = metadata.get("initial_records"), metadata.get("final_records")
         dropped = (metadata.get("dropped") or {}).get("total_dropped")
-        cols = st.columns(4)
+        cols = st.columns([1, 1, 1, 2])  # the creation time needs room
         cols[0].metric("Initial records", f"{initial:,}" if isinstance(initial, int) else "–")
         cols[1].metric("Final records", f"{final:,}" if isinstance(final, int) else "–")
         cols[2].metric("Dropped", f"{dropped:,}" if isinstance(dropped, int) else "–")
@@ -141,7 +143,9 @@ def _dropped(metadata: dict[str, Any] | None, cache_key: tuple) -> None:
             chart(
                 "offline_dropped",
                 cache_key,
-                lambda: px.bar(frame, x="reason", y="rows", title="Rows dropped while cleaning", text_auto=True),
+                lambda: px.bar(
+                    frame, x="reason", y="rows", title="Rows dropped while cleaning", text_auto=COUNT_LABELS
+                ),
                 height=300,
             )
 
@@ -217,7 +221,7 @@ def _rows_per_split(
                         y="rows",
                         facet_col="kind",
                         facet_col_spacing=0.1,
-                        text_auto=True,
+                        text_auto=COUNT_LABELS,
                         labels={"name": "", "kind": ""},
                         title="Rows per split and per production set",
                     ),
@@ -280,6 +284,40 @@ def _leakage(metadata: dict[str, Any] | None, profile: dict[str, Any] | None) ->
         else:
             st.error("Leakage found: some held-out rows share a question, focus, document or answer with training.")
         st.table(table.set_index("check").map(lambda v: "–" if v is None or pd.isna(v) else f"{int(v):,}"))
+        residual = residual_table((metadata or {}).get("leakage"))
+        if residual is not None:
+            st.markdown("**Residual sharing** (keys the grouping rule lets through: boilerplate answers, hub concepts)")
+            st.caption(
+                "Not blocking: a key shared by very many documents says little about any one of them. The "
+                "grouping rule in the metadata decides what counts as a hub."
+            )
+            st.table(residual)
+
+
+def residual_table(leakage: Any) -> pd.DataFrame | None:
+    """Per kind of key the grouping rule does not block: held-out rows and keys that still share one
+    with training, and the most shared keys."""
+    residual = leakage.get("residual") if isinstance(leakage, dict) else None
+    if not isinstance(residual, dict) or not residual:
+        return None
+    rows = []
+    for kind, entry in residual.items():
+        if not isinstance(entry, dict):
+            continue
+        top = ", ".join(
+            f"{item.get('key')} ({item.get('held_out_rows'):,})"
+            for item in (entry.get("top") or [])[:3]
+            if isinstance(item, dict) and isinstance(item.get("held_out_rows"), int)
+        )
+        rows.append(
+            {
+                "kind": kind,
+                "held-out rows": f"{entry.get('rows', 0):,}",
+                "shared keys": f"{entry.get('keys', 0):,}",
+                "most shared": top or "–",
+            }
+        )
+    return pd.DataFrame(rows).set_index("kind") if rows else None
 
 
 def _sample_viewer(store: ObjectStore, present: dict[str, str]) -> None:
@@ -298,6 +336,7 @@ def _sample_viewer(store: ObjectStore, present: dict[str, str]) -> None:
         types = sorted(frame["question_type"].dropna().astype(str).unique())
         chosen = st.multiselect("question_type", types, key=f"sample_types_{split}")
         sample = data.filter_and_sample(frame, n=size, seed=seed, question_types=chosen, keyword=keyword)
+        sample = sample[list(ordered(list(sample.columns)))]  # question and answer first
         st.caption(f"{len(sample):,} rows shown, a seeded random sample of the matching rows of {split}.")
         st.dataframe(sample, hide_index=True, width="stretch", height=min(36 * (len(sample) + 1) + 3, 400))
         st.download_button(

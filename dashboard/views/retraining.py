@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import data
 from dashboard.views.common import (
+    COUNT_LABELS,
     binned_figure,
     cached,
     chart,
@@ -25,6 +26,7 @@ from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
 
 QUARANTINE_SAMPLE_BYTES = 8 * 1024 * 1024
+CONTAMINATION_COLUMNS = ["rows_with_split_question", "share", "distinct_split_questions", "split_questions"]
 
 
 def read_metadatas(store: ObjectStore, versions: data.Versions) -> tuple[dict[str, dict | None], dict[str, str]]:
@@ -113,6 +115,7 @@ def render(store: ObjectStore) -> None:
     _lengths_and_trend(store, version, versions, meta)
     if meta is not None:
         _answer_quality(version, meta, metadatas, version_key, meta_key)
+        _contamination(version, metadatas, meta_key)
     _quarantine(store, version)
     if meta is not None:
         _manifest(version, meta)
@@ -131,22 +134,25 @@ def _raw_inbox(store: ObjectStore) -> None:
 
 
 def _versions_figure(overview: pd.DataFrame) -> Any:
-    x = "created" if overview["created"].notna().all() else "version"
+    """Counts per version, versions in number order (a re-run version keeps its place)."""
     long = overview.melt(
-        id_vars=[x, "version"] if x != "version" else ["version"],
+        id_vars=["version", "created"],
         value_vars=["records_in", "records_out", "quarantined"],
         var_name="count",
         value_name="records",
     )
+    long["created"] = long["created"].dt.strftime("%Y-%m-%d %H:%M UTC")
     return px.line(
         long,
-        x=x,
+        x="version",
         y="records",
         color="count",
         markers=True,
-        hover_data=["version"],
-        title="Records per version over time",
-    )
+        category_orders={"version": list(overview["version"])},
+        hover_data=["created"],
+        labels={"version": ""},
+        title="Records per version",
+    ).update_yaxes(tickformat=",d", rangemode="tozero")
 
 
 def _versions_over_time(
@@ -170,7 +176,7 @@ def _versions_over_time(
 def _counts(version: str, meta: dict[str, Any], version_key: tuple) -> None:
     with section(f"Counts of {version}"):
         st.subheader(f"{version}: counts, rejections and PII")
-        cols = st.columns(5)
+        cols = st.columns([1, 1, 1, 1, 2])  # the creation time needs room
         cols[0].metric("Records in", _int(meta.get("records_in")))
         cols[1].metric("Records out", _int(meta.get("records_out")))
         cols[2].metric("Quarantined", _int(meta.get("quarantined")))
@@ -213,7 +219,7 @@ def _counts(version: str, meta: dict[str, Any], version_key: tuple) -> None:
                             y="count",
                             facet_col="kind",
                             facet_col_spacing=0.1,
-                            text_auto=True,
+                            text_auto=COUNT_LABELS,
                             labels={"name": "", "kind": ""},
                             title="Rejections and PII redactions",
                         ),
@@ -273,17 +279,60 @@ def _lengths_and_trend(store: ObjectStore, version: str, versions: data.Versions
         sample_note(profile["info"], "Lengths and trend")
 
 
-def _quality_versions_figure(overview: pd.DataFrame) -> Any:
-    metric = overview["metric"].dropna().iloc[0] if overview["metric"].notna().any() else "quality"
-    long = overview.melt(id_vars=["version"], value_vars=["mean", "p50", "p90"], var_name="stat")
-    return px.line(
+def _quality_versions_figure(overview: pd.DataFrame, metric: str) -> Any:
+    """The model's mean and the random baseline's per version (by number), with 95% intervals."""
+    rows = overview[overview["metric"] == metric]
+    parts = [
+        pd.DataFrame(
+            {
+                "version": rows["version"],
+                "series": series,
+                "value": rows[column],
+                "plus": rows[high] - rows[column],
+                "minus": rows[column] - rows[low],
+            }
+        )
+        for series, column, low, high in (
+            ("model", "mean", "low", "high"),
+            ("random same-type answer", "baseline", "baseline_low", "baseline_high"),
+        )
+    ]
+    long = pd.concat(parts, ignore_index=True).dropna(subset=["value"])
+    return px.scatter(
         long,
         x="version",
         y="value",
-        color="stat",
-        markers=True,
-        title=f"{metric} per version (versions that report it)",
-    )
+        color="series",
+        error_y="plus",
+        error_y_minus="minus",
+        category_orders={"version": list(rows["version"])},
+        labels={"value": metric, "series": "", "version": ""},
+        title=f"{metric} per version, with 95% intervals",
+    ).update_traces(mode="lines+markers")
+
+
+def _interval_text(value: Any, low: Any, high: Any, signed: bool = False) -> str:
+    if not isinstance(value, int | float) or pd.isna(value):
+        return "–"
+    text = f"{value:+.3f}" if signed else f"{value:.3f}"
+    if isinstance(low, int | float) and not pd.isna(low):
+        text += f" [{low:+.3f}, {high:+.3f}]" if signed else f" [{low:.3f}, {high:.3f}]"
+    return text
+
+
+def quality_table(overview: pd.DataFrame, version: str) -> pd.DataFrame:
+    """One version's metrics: model, random baseline and lift, each with its 95% interval."""
+    rows = overview[overview["version"] == version]
+    return pd.DataFrame(
+        {
+            "metric": rows["metric"],
+            "model [95% CI]": [_interval_text(r.mean, r.low, r.high) for r in rows.itertuples()],
+            "random same-type answer": [
+                _interval_text(r.baseline, r.baseline_low, r.baseline_high) for r in rows.itertuples()
+            ],
+            "lift": [_interval_text(r.lift, r.lift_low, r.lift_high, signed=True) for r in rows.itertuples()],
+        }
+    ).set_index("metric")
 
 
 def _answer_quality(
@@ -293,31 +342,101 @@ def _answer_quality(
         st.subheader("Answer quality against the reference answers")
         quality = meta.get("answer_quality")
         overview = data.quality_overview(metadatas)
-        if not isinstance(quality, dict):
+        if isinstance(quality, dict):
+            metric = quality.get("metric") or "metric"
+            st.caption(
+                f"{_int(quality.get('n'))} answered records with a reference answer; every metric next to a "
+                "random same-type training answer (the baseline) and the lift over it. "
+                + ("The lift's interval excludes zero." if _lift_excludes_zero(quality) else "")
+            )
+            st.table(quality_table(overview, version))
+        else:
             st.info(
                 f"{version} does not report answer quality (no production record could be matched to a "
                 "reference answer)."
             )
+        hist = data.quality_histogram(quality) if isinstance(quality, dict) else pd.DataFrame()
+        metric = quality.get("metric") if isinstance(quality, dict) else None
+        metric = metric or (overview["metric"].iloc[0] if len(overview) else "metric")
+        drawn = [name for name, ok in (("hist", not hist.empty), ("versions", overview["version"].nunique() > 1)) if ok]
+        for column, name in zip(st.columns(len(drawn)) if drawn else [], drawn, strict=True):
+            with column:  # one chart takes the whole width; two share it
+                if name == "hist":
+                    chart(
+                        "retraining_quality",
+                        version_key,
+                        lambda: px.bar(
+                            hist, x="bin", y="count", title=f"{metric} of {version}", text_auto=COUNT_LABELS
+                        ),
+                        height=300,
+                    )
+                else:
+                    chart(
+                        "retraining_quality_versions",
+                        meta_key,
+                        lambda: _quality_versions_figure(overview, metric),
+                        height=300,
+                    )
+
+
+def _lift_excludes_zero(quality: dict[str, Any]) -> bool:
+    entry = (quality.get("metrics") or {}).get(quality.get("metric"))
+    return bool(isinstance(entry, dict) and entry.get("lift_excludes_zero"))
+
+
+def _contamination(version: str, metadatas: dict[str, dict | None], meta_key: tuple) -> None:
+    with section(f"Contamination of {version}"):
+        st.subheader("Contamination: production questions that are already in a split")
+        overview = data.contamination_overview(metadatas)
+        if overview.empty:
+            st.info("No version reports contamination counts (it needs the offline splits in the store).")
+            return
+        rows = overview[overview["version"] == version]
+        if rows.empty:
+            st.info(f"{version} does not report contamination counts.")
         else:
-            metric = quality.get("metric") or "metric"
-            cols = st.columns(4)
-            cols[0].metric("Matched records", _int(quality.get("n")))
-            for col, name in zip(cols[1:], ("mean", "p50", "p90"), strict=True):
-                value = quality.get(name)
-                col.metric(f"{metric} {name}", f"{value:.3f}" if isinstance(value, int | float) else "–")
-        left, right = st.columns(2)
-        with left:
-            hist = data.quality_histogram(quality) if isinstance(quality, dict) else pd.DataFrame()
-            if not hist.empty:
-                chart(
-                    "retraining_quality",
-                    version_key,
-                    lambda: px.bar(hist, x="bin", y="count", title=f"{quality.get('metric') or 'metric'} of {version}"),
-                    height=280,
+            untouched = rows["untouched_evaluation_rows"].iloc[0]
+            st.caption(
+                f"Rows of {version} whose question is one of a split's; training rows asked again say nothing "
+                "about generalisation. "
+                + (
+                    f"{_int(untouched)} evaluation rows are in no published version yet "
+                    "(`medqa untouched-evaluation` writes them out)."
+                    if isinstance(untouched, int | float) and not pd.isna(untouched)
+                    else ""
                 )
-        with right:
-            if len(overview) > 1:
-                chart("retraining_quality_versions", meta_key, lambda: _quality_versions_figure(overview), height=280)
+            )
+            st.table(
+                rows.assign(share=lambda f: (f["rows_with_split_question"] / f["version_rows"]).map("{:.1%}".format))
+                .set_index("split")[
+                    ["rows_with_split_question", "share", "distinct_split_questions", "split_questions"]
+                ]
+                .rename(
+                    columns={
+                        "rows_with_split_question": "version rows",
+                        "share": "share of the version",
+                        "distinct_split_questions": "distinct questions",
+                        "split_questions": "questions in the split",
+                    }
+                )
+                .map(lambda v: f"{v:,}" if isinstance(v, int) else v)
+            )
+        if overview["version"].nunique() > 1:
+            chart(
+                "retraining_contamination",
+                meta_key,
+                lambda: px.bar(
+                    overview,
+                    x="version",
+                    y="rows_with_split_question",
+                    color="split",
+                    barmode="group",
+                    category_orders={"version": list(dict.fromkeys(overview["version"]))},
+                    labels={"rows_with_split_question": "rows whose question is in the split", "version": ""},
+                    title="Contamination per version",
+                ),
+                height=300,
+            )
 
 
 def _quarantine(store: ObjectStore, version: str) -> None:
