@@ -126,6 +126,7 @@ class Rows:
     training: sparse.csr_matrix
     production: sparse.csr_matrix
     in_distribution: sparse.csr_matrix  # held-out rows (or training when there are none)
+    single_label: bool = True  # one category per row (lengths, types), not several (terms)
 
 
 def _indicator(codes: np.ndarray, rows: np.ndarray, n_rows: int, n_categories: int) -> sparse.csr_matrix:
@@ -159,11 +160,13 @@ def calibrated_test(rows: Rows, distance: Any, *, draws: int = DRAWS, seed: int 
     n = rows.production.shape[0]
     pool = rows.in_distribution.shape[0]
     rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, pool, size=(draws, n))
-    picks = sparse.csr_matrix(
-        (np.ones(drawn.size, dtype=np.float32), (np.repeat(np.arange(draws), n), drawn.ravel())), shape=(draws, pool)
-    )
-    null = distance((picks @ rows.in_distribution).toarray(), reference)
+    if rows.single_label:  # a draw of n rows is a draw of n categories: O(draws x categories)
+        shares = np.asarray(rows.in_distribution.sum(axis=0), dtype=float).ravel() / pool
+        null = distance(rng.multinomial(n, shares / shares.sum(), size=draws), reference)
+    else:  # how often each pool row is drawn, per draw: O(draws x n)
+        drawn = rng.integers(0, pool, size=(draws, n)) + np.arange(draws)[:, None] * pool
+        picks = np.bincount(drawn.ravel(), minlength=draws * pool).reshape(draws, pool).astype(np.float32)
+        null = distance(np.asarray(rows.in_distribution.T @ picks.T).T, reference)
     p_value = (1 + int(np.sum(null >= observed - 1e-12))) / (draws + 1)
     return observed, float(np.median(null)), p_value
 
@@ -195,8 +198,11 @@ def _drift(
     return _finding(feature, test, statistic, value, chance, p_value, threshold, n_ref, n_cur, level, verdict)
 
 
-def _length_rows(training: pd.Series, production: pd.Series, in_distribution: pd.Series) -> tuple[Rows, str]:
-    counts = [np.minimum(word_counts(values), MAX_LENGTH_BIN) for values in (training, production, in_distribution)]
+def _length_rows(training: np.ndarray, production: np.ndarray, in_distribution: np.ndarray) -> tuple[Rows, str]:
+    """Words per text (counts, not texts) as one length bin per row."""
+    counts = [
+        np.minimum(np.asarray(c, dtype=np.int64), MAX_LENGTH_BIN) for c in (training, production, in_distribution)
+    ]
     matrices = [_indicator(c, np.arange(len(c)), len(c), MAX_LENGTH_BIN + 1) for c in counts]
     production_median, training_median = (float(np.median(c)) if len(c) else 0.0 for c in counts[1::-1])
     medians = f"median {production_median:g} words vs {training_median:g} in training"
@@ -285,7 +291,11 @@ def term_drift(
         codes[codes < 0] = len(tested)  # "(other terms)"
         matrices.append(_indicator(codes, terms.index.to_numpy(dtype=np.int64), len(values), len(tested) + 1))
     summary = _drift(
-        "Question terms", f"the topics of production questions (top {top_k} terms)", Rows(*matrices), "js", threshold
+        "Question terms",
+        f"the topics of production questions (top {top_k} terms)",
+        Rows(*matrices, single_label=False),
+        "js",
+        threshold,
     )
     shown = ref_counts.head(top_k).index.union(cur_counts.head(top_k).index)
     n_ref, n_cur = len(reference), len(current)
@@ -306,12 +316,12 @@ def attach_question_types(production: pd.DataFrame, reference: pd.DataFrame) -> 
 def length_drift(
     feature: str,
     what: str,
-    reference: pd.Series,
-    current: pd.Series,
-    in_distribution: pd.Series | None = None,
+    reference: np.ndarray,
+    current: np.ndarray,
+    in_distribution: np.ndarray | None = None,
     threshold: float = ALPHA,
 ) -> dict[str, Any]:
-    """KS distance of words per text, calibrated by same-size in-distribution samples."""
+    """KS distance of words per text (the counts), calibrated by same-size in-distribution samples."""
     rows, medians = _length_rows(reference, current, reference if in_distribution is None else in_distribution)
     return _drift(feature, what, rows, "ks", threshold, describe=medians)
 
@@ -338,23 +348,21 @@ def drift_report(
     with_types = coverage >= QUESTION_TYPE_MIN_COVERAGE
     threshold = ALPHA / (4 if with_types else 3)  # Bonferroni: the chance of any false alarm stays ALPHA
     pool = training if held_out is None or len(held_out) < MIN_ROWS else held_out
+    words = {
+        (name, column): word_counts(frame[column])
+        for name, frame in (("training", training), ("production", production), ("pool", pool))
+        for column in ("question", "answer")
+    }
     rows = [
         length_drift(
-            "Question length (words)",
-            "production question lengths",
-            training["question"],
-            production["question"],
-            pool["question"],
+            f"{column.capitalize()} length (words)",
+            what,
+            words["training", column],
+            words["production", column],
+            words["pool", column],
             threshold,
-        ),
-        length_drift(
-            "Answer length (words)",
-            "the chatbot's answer lengths",
-            training["answer"],
-            production["answer"],
-            pool["answer"],
-            threshold,
-        ),
+        )
+        for column, what in (("question", "production question lengths"), ("answer", "the chatbot's answer lengths"))
     ]
     terms_summary, terms = term_drift(
         training["question"], production["question"], pool["question"], top_k=top_k, threshold=threshold
@@ -371,8 +379,8 @@ def drift_report(
             threshold=threshold,
         )
         rows.append(types_summary)
-    ref_q, cur_q = word_counts(training["question"]), word_counts(production["question"])
-    ref_a, cur_a = word_counts(training["answer"]), word_counts(production["answer"])
+    ref_q, cur_q = words["training", "question"], words["production", "question"]
+    ref_a, cur_a = words["training", "answer"], words["production", "answer"]
     return {
         "summary": pd.DataFrame(rows, columns=SUMMARY_COLUMNS),
         "question_lengths": histogram({"training": ref_q, "production": cur_q}),

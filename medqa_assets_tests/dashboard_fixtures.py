@@ -8,7 +8,6 @@ production sets, retraining versions with metadata, quarantine and the version t
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -161,7 +160,9 @@ def evaluation_metadata(store: ObjectStore, data: bytes) -> tuple[dict | None, d
     splits = {name: store.read_jsonl(key) for name, key in layout.SPLIT_KEYS.items() if store.exists(key)}
     digest = hashlib.sha256(data + b"".join(frame_to_jsonl(f) for f in splits.values())).hexdigest()
     if digest not in _EVALUATIONS:
-        records = pd.read_json(io.BytesIO(data), lines=True, dtype=False)
+        from dashboard.data import parse_jsonl  # Arrow's reader: a 1 GB version in seconds
+
+        records = parse_jsonl(data, ["question", "answer", "row_id"])[0]
         head = records.head(EVALUATED_RECORDS).copy()
         head.loc[head.index[1::2], "answer"] = head["answer"].iloc[::-1].to_numpy()[1::2]
         references = splits["evaluation"][["row_id", "question_type", "answer"]].rename(columns={"answer": "reference"})

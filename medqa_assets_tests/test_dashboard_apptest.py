@@ -39,6 +39,18 @@ def run_tab(tab: str, **session: object) -> AppTest:
     return at
 
 
+OFFLINE_SECTIONS = ["Overview", "Distributions", "Leakage", "Sample"]
+RETRAINING_SECTIONS = ["Counts", "Data", "Quality", "Quarantine and manifest"]
+
+
+def run_sections(tab: str, **session: object) -> dict[str, AppTest]:
+    """The tab once per section (only the chosen section reads and draws)."""
+    key, names = (
+        ("offline_section", OFFLINE_SECTIONS) if tab == OFFLINE else ("retraining_section", RETRAINING_SECTIONS)
+    )
+    return {name: run_tab(tab, **{key: name, **session}) for name in names}
+
+
 def texts(at: AppTest, kind: str) -> list[str]:
     return [str(element.value) for element in getattr(at, kind)]
 
@@ -107,34 +119,39 @@ def populated(store: ObjectStore) -> ObjectStore:
 
 # -- populated store ---------------------------------------------------------------------------
 def test_offline_tab_populated(populated: ObjectStore) -> None:
-    at = run_tab(OFFLINE)
-    assert_clean(at)
-    assert not at.error, texts(at, "error")
-    subheaders = texts(at, "subheader")
-    for expected in (
-        "Source and provenance",
-        "Dropped rows by reason",
-        "Rows per split and production set",
-        "Question types per split",
-        "Question and answer lengths",
-        "Leakage check",
-        "Sample viewer",
-    ):
-        assert expected in subheaders
-    assert charts(at) == 4  # dropped rows, rows per split and set, question types, lengths
-    assert any("No leakage" in s for s in texts(at, "success"))
-    assert any("Residual sharing" in s for s in texts(at, "markdown"))
-    residual = next(t.value for t in at.table if "most shared" in t.value.columns)
+    views = run_sections(OFFLINE)
+    expected = {
+        "Overview": ["Source and provenance", "Dropped rows by reason", "Rows per split and production set"],
+        "Distributions": ["Question types per split", "Question and answer lengths"],
+        "Leakage": ["Leakage check"],
+        "Sample": ["Sample viewer"],
+    }
+    drawn = {"Overview": 2, "Distributions": 2, "Leakage": 0, "Sample": 0}  # dropped, counts; types, lengths
+    for name, at in views.items():
+        assert_clean(at)
+        assert not at.error, (name, texts(at, "error"))
+        assert texts(at, "subheader") == expected[name], name
+        assert charts(at) == drawn[name], name
+        assert SECRET not in page_text(at) and SECRET not in all_protos(at)
+    overview, leakage, sample = views["Overview"], views["Leakage"], views["Sample"]
+    assert [m.label for m in overview.metric][:3] == ["Initial records", "Final records", "Dropped"]
+    assert "bundled" in page_text(overview)
+    assert any("No leakage" in s for s in texts(leakage, "success"))
+    assert any("Residual sharing" in s for s in texts(leakage, "markdown"))
+    residual = next(t.value for t in leakage.table if "most shared" in t.value.columns)
     assert sorted(residual.index) == ["answer", "concept", "synonym"]
-    assert list(at.dataframe[-1].value.columns[:2]) == ["question", "answer"]  # the sample viewer
-    assert [m.label for m in at.metric][:3] == ["Initial records", "Final records", "Dropped"]
-    assert "bundled" in page_text(at)
-    assert len(at.get("download_button")) == 1
-    assert SECRET not in page_text(at) and SECRET not in all_protos(at)
+    assert "recomputed from the splits" not in leakage.table[0].value.columns  # only when asked
+    leakage.toggle(key="offline_leakage_recompute").set_value(True).run()
+    assert_clean(leakage)
+    checks = leakage.table[0].value
+    assert list(checks.columns) == ["recorded by the pipeline", "recomputed from the splits"]
+    assert (checks == "0").all().all()
+    assert list(sample.dataframe[-1].value.columns[:2]) == ["question", "answer"]
+    assert len(sample.get("download_button")) == 1
 
 
 def test_sample_viewer_filters_and_is_seeded(populated: ObjectStore) -> None:
-    at = run_tab(OFFLINE)
+    at = run_tab(OFFLINE, offline_section="Sample")
     sample = at.dataframe[-1].value
     assert len(sample) == 20
     at.text_input(key="sample_keyword").input("diagnose").run()
@@ -143,43 +160,46 @@ def test_sample_viewer_filters_and_is_seeded(populated: ObjectStore) -> None:
     assert len(filtered) > 0 and filtered["question"].str.contains("diagnose", case=False).all()
     at.multiselect(key="sample_types_training").select("treatment").run()
     assert at.dataframe[-1].value.empty  # "diagnose" questions are always of type "exams and tests"
-    again = run_tab(OFFLINE)
+    again = run_tab(OFFLINE, offline_section="Sample")
     pd.testing.assert_frame_equal(again.dataframe[-1].value, sample)  # same seed, same rows
 
 
 def test_retraining_tab_populated(populated: ObjectStore) -> None:
-    at = run_tab(RETRAINING)
-    assert_clean(at)
-    assert not at.error, texts(at, "error")
-    assert at.selectbox(key="retraining_version").value == "v2"  # newest by default
-    subheaders = texts(at, "subheader")
-    for expected in (
-        "Records per version",
-        "v2: counts, rejections and PII",
-        "v2: lengths and timestamps",
-        "Answer quality against the reference answers",
-        "Contamination: production questions that are already in a split",
-        "v2: quarantined records and files",
-        "v2: manifest",
-    ):
-        assert expected in subheaders
-    # versions line, rejections and PII, lengths, timestamp trend, contamination per version (v2
-    # reports no answer quality)
-    assert charts(at) == 5
-    assert any("does not report answer quality" in s for s in texts(at, "info"))
+    views = run_sections(RETRAINING)
+    expected = {
+        "Counts": ["Records per version", "v2: counts, rejections and PII"],
+        "Data": ["Records per version", "v2: lengths and timestamps"],
+        "Quality": [
+            "Records per version",
+            "Answer quality against the reference answers",
+            "Contamination: production questions that are already in a split",
+        ],
+        "Quarantine and manifest": ["Records per version", "v2: quarantined records and files", "v2: manifest"],
+    }
+    # the versions line everywhere; + rejections and PII; + lengths, trend; + contamination per
+    # version (v2 reports no answer quality); nothing more
+    drawn = {"Counts": 2, "Data": 3, "Quality": 2, "Quarantine and manifest": 1}
+    for name, at in views.items():
+        assert_clean(at)
+        assert not at.error, (name, texts(at, "error"))
+        assert at.selectbox(key="retraining_version").value == "v2"  # newest by default
+        assert texts(at, "subheader") == expected[name], name
+        assert charts(at) == drawn[name], name
+        assert SECRET not in all_protos(at)
+    assert any("does not report answer quality" in s for s in texts(views["Quality"], "info"))
+    at = views["Quarantine and manifest"]
     text = page_text(at)
     assert "not_json" in text and "missing_question" in text  # quarantine viewer and reasons
     assert "sha256" in text and "log-1.jsonl" in text  # manifest
-    assert SECRET not in all_protos(at)
     # strings from logs are plain text: never Markdown that could fetch a URL
     assert any(fx.MARKDOWN_FIELD_NAME in t for t in texts(at, "text"))
     for kind in ("markdown", "caption", "info", "warning", "error", "success"):
         assert not any(fx.MARKDOWN_FIELD_NAME in t for t in texts(at, kind)), kind
 
+    at = views["Quality"]
     at.selectbox(key="retraining_version").select("v1").run()
     assert_clean(at)
-    assert "v1: manifest" in texts(at, "subheader")
-    assert charts(at) == 6  # + v1's answer-quality histogram
+    assert charts(at) == 3  # + v1's answer-quality histogram
     quality = next(t.value for t in at.table if "random same-type answer" in t.value.columns)
     assert list(quality.index) == ["chrf", "rougeL_f1", "token_f1"]
     assert all(re.fullmatch(r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]", v) for v in quality["lift"])
@@ -248,38 +268,39 @@ def test_offline_done_retraining_not_yet(store: ObjectStore) -> None:
 # -- corrupt metadata --------------------------------------------------------------------------
 def test_corrupt_split_metadata(populated: ObjectStore) -> None:
     fx.corrupt_metadata(populated)
-    at = run_tab(OFFLINE)
-    assert_clean(at)
-    errors = texts(at, "error")
-    assert len(errors) == 1 and "metadata.json is not valid JSON" in errors[0]
-    subheaders = texts(at, "subheader")
-    for expected in (
-        "Rows per split and production set",
-        "Question types per split",
-        "Question and answer lengths",
-        "Leakage check",
-        "Sample viewer",
-    ):
-        assert expected in subheaders
-    assert charts(at) == 3  # counts, types, lengths still drawn from the data itself
-    assert any("No leakage" in s for s in texts(at, "success"))  # recomputed from the splits
+    views = run_sections(OFFLINE)
+    for name, at in views.items():
+        assert_clean(at)
+        errors = texts(at, "error")
+        assert len(errors) == 1 and "metadata.json is not valid JSON" in errors[0], name
+    assert "Rows per split and production set" in texts(views["Overview"], "subheader")
+    assert charts(views["Overview"]) == 1  # counts from the files; no dropped rows without metadata
+    assert charts(views["Distributions"]) == 2  # types, lengths: drawn from the data itself
+    leakage = views["Leakage"]
+    assert any("No leakage result" in s for s in texts(leakage, "info"))
+    leakage.toggle(key="offline_leakage_recompute").set_value(True).run()
+    assert any("No leakage" in s for s in texts(leakage, "success"))  # recomputed from the splits
+    assert "Sample viewer" in texts(views["Sample"], "subheader")
 
 
 def test_corrupt_version_metadata(populated: ObjectStore) -> None:
     fx.corrupt_metadata(populated)
-    at = run_tab(RETRAINING)
-    assert_clean(at)
-    errors = texts(at, "error")
-    assert any("v1" in e and "not valid JSON" in e for e in errors)
-    assert "v2: manifest" in texts(at, "subheader")  # the readable version renders in full
-    assert charts(at) == 4
+    views = run_sections(RETRAINING)
+    for at in views.values():
+        assert_clean(at)
+        assert any("v1" in e and "not valid JSON" in e for e in texts(at, "error"))
+    assert "v2: manifest" in texts(views["Quarantine and manifest"], "subheader")  # v2 renders in full
+    assert charts(views["Counts"]) == 2
 
+    at = views["Data"]
     at.selectbox(key="retraining_version").select("v1").run()
     assert_clean(at)
     assert any("Metadata of v1" in e for e in texts(at, "error"))
-    subheaders = texts(at, "subheader")
-    assert "v1: lengths and timestamps" in subheaders and "v1: quarantined records and files" in subheaders
+    assert "v1: lengths and timestamps" in texts(at, "subheader")
     assert charts(at) == 3  # versions line (v2 only) and the data's own charts (lengths, trend)
+    at = views["Quarantine and manifest"]
+    at.selectbox(key="retraining_version").select("v1").run()
+    assert "v1: quarantined records and files" in texts(at, "subheader")
 
     drift_at = run_tab(DRIFT)
     assert_clean(drift_at)
@@ -293,8 +314,9 @@ def test_corrupt_data_line_and_tracker(populated: ObjectStore) -> None:
     at = run_tab(RETRAINING)
     assert_clean(at)
     assert any("version_tracker.txt" in w for w in texts(at, "warning"))
+    at = run_tab(RETRAINING, retraining_section="Data")
     assert any("were not JSON objects" in w for w in texts(at, "warning"))
-    assert charts(at) == 5
+    assert charts(at) == 3
 
 
 # -- freshness: new versions appear without a restart -----------------------------------------
@@ -364,8 +386,8 @@ def test_filter_and_sample_is_deterministic() -> None:
 def test_drift_statistics_verdicts() -> None:
     rng = np.random.default_rng(0)
 
-    def texts(lengths: np.ndarray) -> pd.Series:
-        return pd.Series([" ".join(["word"] * int(n)) for n in lengths])
+    def texts(lengths: np.ndarray) -> np.ndarray:  # words per text
+        return lengths
 
     same = drift_stats.length_drift("len", "lengths", texts(rng.poisson(10, 2000)), texts(rng.poisson(10, 300)))
     assert same["level"] == "none" and same["verdict"].startswith("No meaningful drift")

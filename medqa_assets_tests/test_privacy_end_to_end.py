@@ -6,6 +6,7 @@ dashboard sends to Chromium are searched for the identifiers, verbatim."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -157,9 +158,20 @@ def test_no_identifier_leaves_the_raw_inputs(
             page.goto(url, wait_until="domcontentloaded")
             page.get_by_role("tab", name="Retraining data").wait_for(timeout=30_000)
             pages = []
-            for name in ("Offline MedQuAD data", "Retraining data", "Drift"):
+            sections = {"Retraining data": ["Counts", "Data", "Quality", "Quarantine and manifest"]}
+            for name in ("Offline MedQuAD data", "Retraining data", "Drift", "Records"):
                 page.get_by_role("tab", name=name).click()
                 page.wait_for_timeout(2500)
+                pages.append(page.content())
+                for shown in sections.get(name, []):  # every section of the tab
+                    page.locator('[data-testid="stButtonGroup"]').get_by_text(shown, exact=True).click()
+                    page.wait_for_timeout(1500)
+                    pages.append(page.content())
+            # the record explorer, on every dataset that holds text from production logs
+            for kind in ("retraining version: ", "quarantine: "):
+                page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").click()
+                page.get_by_role("option", name=re.compile("^" + kind)).first.click()
+                page.wait_for_timeout(2000)
                 pages.append(page.content())
         finally:
             browser.close()

@@ -147,3 +147,10 @@ def short_time(value: Any) -> str:
 
 
 COUNT_LABELS = ",d"  # bar labels as 31,034, never 31.034k
+
+
+def section_picker(key: str, sections: list[str]) -> str:
+    """Which part of a tab to show: only that part reads and draws, so a view holds a few charts
+    (the browser spends about 0.2 s on each Plotly chart, every time the page loads)."""
+    chosen = st.segmented_control("Show", sections, default=sections[0], key=key, label_visibility="collapsed")
+    return chosen or sections[0]

@@ -21,6 +21,7 @@ from dashboard.views.common import (
     missing,
     sample_note,
     section,
+    section_picker,
     short_time,
 )
 from medqa_assets.splitting.leakage import BLOCKING_KINDS
@@ -29,6 +30,7 @@ from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
 
 SPLIT_PREFIX = "data/dataset-split/"
+SECTIONS = ["Overview", "Distributions", "Leakage", "Sample"]
 
 
 def _set_number(key: str) -> int:
@@ -37,7 +39,7 @@ def _set_number(key: str) -> int:
 
 
 def split_profile(store: ObjectStore, present: dict[str, str]) -> dict[str, Any]:
-    """What the charts need from the split files: rows, question types, lengths, recomputed leakage."""
+    """What the charts need from the split files: rows, question types, lengths."""
     tables = {name: data.read_jsonl(store, key, data.SPLIT_COLUMNS) for name, key in present.items()}
     frames = {name: table.frame for name, table in tables.items() if table is not None}
     questions = {name: data.word_counts(frame["question"]) for name, frame in frames.items()}
@@ -48,8 +50,14 @@ def split_profile(store: ObjectStore, present: dict[str, str]) -> dict[str, Any]
         "types": data.category_distribution({name: frame["question_type"] for name, frame in frames.items()}),
         "question_lengths": data.histogram(questions),
         "answer_lengths": data.histogram(answers),
-        "leakage": cross_split_leakage(frames) if len(frames) > 1 else None,
     }
+
+
+def recomputed_leakage(store: ObjectStore, present: dict[str, str]) -> dict[str, int] | None:
+    """Held-out rows sharing a blocking key with training, recomputed from the split files."""
+    tables = {name: data.read_jsonl(store, key, data.SPLIT_COLUMNS) for name, key in present.items()}
+    frames = {name: table.frame for name, table in tables.items() if table is not None}
+    return cross_split_leakage(frames) if len(frames) > 1 else None
 
 
 def render(store: ObjectStore) -> None:
@@ -75,37 +83,44 @@ def render(store: ObjectStore) -> None:
             st.warning(f"{layout.SPLIT_METADATA} is missing; re-run `{data.OFFLINE_COMMAND}` to write it.")
 
     splits_key = (store.url, tuple((name, split_tokens[key]) for name, key in present.items()))
-    profile: dict[str, Any] | None = None
-    if present:
+    shown = section_picker("offline_section", SECTIONS)
+    if shown == "Overview":
+        _source_and_counts(metadata)
+        _dropped(metadata, (store.url, meta_token))
+        _rows_per_split(store, metadata, meta_token, present, split_tokens, set_tokens)
+    elif shown == "Distributions":
+        if not present:
+            missing("No split files in the store, so no question types or lengths", [data.OFFLINE_COMMAND])
+            return
         with section("Split files"):
             profile = cached("offline:profile", splits_key, lambda: split_profile(store, present))
             for name, info in profile["info"].items():
                 sample_note(info, f"Split {name} ({present[name]})")
-
-    _source_and_counts(metadata)
-    _dropped(metadata, (store.url, meta_token))
-    _rows_per_split(store, metadata, meta_token, present, split_tokens, set_tokens, profile)
-    if profile is not None:
-        _question_types(profile, splits_key)
-        with section("Question and answer lengths"):
-            st.subheader("Question and answer lengths")
-            chart(
-                "offline_lengths",
-                splits_key,
-                lambda: binned_figure(
-                    {"question": profile["question_lengths"], "answer": profile["answer_lengths"]},
-                    "Words per question and per answer",
-                    "words",
-                    overlay=False,
-                ),
-                height=320,
-            )
-            st.caption("Share of rows per length bin and split; the longest 1% are counted in the last bin.")
-    elif not present:
-        missing("No split files in the store, so no question types, lengths or sample", [data.OFFLINE_COMMAND])
-    _leakage(metadata, profile)
-    if present:
+            _question_types(profile, splits_key)
+            _lengths(profile, splits_key)
+    elif shown == "Leakage":
+        _leakage(store, metadata, present, splits_key)
+    elif present:
         _sample_viewer(store, present)
+    else:
+        missing("No split files in the store, so no sample", [data.OFFLINE_COMMAND])
+
+
+def _lengths(profile: dict[str, Any], splits_key: tuple) -> None:
+    with section("Question and answer lengths"):
+        st.subheader("Question and answer lengths")
+        chart(
+            "offline_lengths",
+            splits_key,
+            lambda: binned_figure(
+                {"question": profile["question_lengths"], "answer": profile["answer_lengths"]},
+                "Words per question and per answer",
+                "words",
+                overlay=False,
+            ),
+            height=320,
+        )
+        st.caption("Share of rows per length bin and split; the longest 1% are counted in the last bin.")
 
 
 def _source_and_counts(metadata: dict[str, Any] | None) -> None:
@@ -157,14 +172,10 @@ def _rows_per_split(
     present: dict[str, str],
     split_tokens: dict[str, str],
     set_tokens: dict[str, str],
-    profile: dict[str, Any] | None,
 ) -> None:
     with section("Rows per split and production set"):
         st.subheader("Rows per split and production set")
-        if profile is not None:
-            observed: dict[str, int | None] = dict(profile["rows"])
-        else:
-            observed = {name: data.count_rows(store, key, split_tokens[key]) for name, key in present.items()}
+        observed = {name: data.count_rows(store, key, split_tokens[key]) for name, key in present.items()}
         counts = data.split_counts(metadata, observed)
         if metadata:
             counts["target ratio"] = counts["split"].map(metadata.get("ratios") or {})
@@ -254,7 +265,7 @@ def _question_types(profile: dict[str, Any], cache_key: tuple) -> None:
         chart("offline_types", cache_key, lambda: _types_figure(profile["types"]), height=360)
 
 
-def _leakage(metadata: dict[str, Any] | None, profile: dict[str, Any] | None) -> None:
+def _leakage(store: ObjectStore, metadata: dict[str, Any] | None, present: dict[str, str], splits_key: tuple) -> None:
     with section("Leakage check"):
         st.subheader("Leakage check")
         st.caption(
@@ -266,7 +277,16 @@ def _leakage(metadata: dict[str, Any] | None, profile: dict[str, Any] | None) ->
             recorded = recorded["held_out_rows_sharing_with_training"]
         elif isinstance(recorded, dict):  # metadata written before concept-level grouping
             recorded = {"question": recorded.get("question"), "focus": recorded.get("question_focus")}
-        recomputed = (profile or {}).get("leakage")
+        recomputed = None
+        if len(present) > 1:
+            verify = st.toggle(
+                "Recompute from the split files (about a second per 10,000 rows)",
+                key="offline_leakage_recompute",
+                help="The pipeline's blocking check recorded the first column before any split was written; "
+                "this recomputes it from the files in the store now.",
+            )
+            if verify:
+                recomputed = cached("offline:leakage", splits_key, lambda: recomputed_leakage(store, present))
         rows = [
             {
                 "check": label,
@@ -276,9 +296,11 @@ def _leakage(metadata: dict[str, Any] | None, profile: dict[str, Any] | None) ->
             for label in BLOCKING_KINDS
         ]
         table = pd.DataFrame(rows)
+        if recomputed is None:
+            table = table.drop(columns=["recomputed from the splits"])
         values = [v for row in rows for k, v in row.items() if k != "check" and isinstance(v, int | float)]
         if not values:
-            st.info("No leakage result: the metadata has none and fewer than two splits are readable.")
+            st.info("No leakage result: the metadata has none; recompute it from the split files above.")
         elif all(v == 0 for v in values):
             st.success("No leakage: no held-out row shares a question, focus, document or answer with training.")
         else:

@@ -20,12 +20,14 @@ from dashboard.views.common import (
     retraining_commands,
     sample_note,
     section,
+    section_picker,
     short_time,
 )
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
 
 QUARANTINE_SAMPLE_BYTES = 8 * 1024 * 1024
+SECTIONS = ["Counts", "Data", "Quality", "Quarantine and manifest"]
 CONTAMINATION_COLUMNS = ["rows_with_split_question", "share", "distinct_split_questions", "split_questions"]
 
 
@@ -110,15 +112,20 @@ def render(store: ObjectStore) -> None:
             f"Metadata of {version}: {errors[version]}. Counts, PII, quality and manifest are unavailable; "
             "the charts from the data itself still follow."
         )
-    if meta is not None:
-        _counts(version, meta, version_key)
-    _lengths_and_trend(store, version, versions, meta)
-    if meta is not None:
-        _answer_quality(version, meta, metadatas, version_key, meta_key)
-        _contamination(version, metadatas, meta_key)
-    _quarantine(store, version)
-    if meta is not None:
-        _manifest(version, meta)
+    shown = section_picker("retraining_section", SECTIONS)
+    if shown == "Counts":
+        if meta is not None:
+            _counts(version, meta, version_key)
+    elif shown == "Data":
+        _lengths_and_trend(store, version, versions, meta)
+    elif shown == "Quality":
+        if meta is not None:
+            _answer_quality(version, meta, metadatas, version_key, meta_key)
+            _contamination(version, metadatas, meta_key)
+    else:
+        _quarantine(store, version)
+        if meta is not None:
+            _manifest(version, meta)
 
 
 def _raw_inbox(store: ObjectStore) -> None:
