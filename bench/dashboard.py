@@ -1,7 +1,7 @@
 """Benchmark: time from request to the first chart, and to the complete render, of each dashboard tab in
 headless Chromium.
 
-    .venv/bin/python bench/dashboard.py [--records 1000000] [--store DIR] [--warm-runs 3]
+    .venv/bin/python bench/dashboard.py [--records 1000000] [--store DIR] [--warm-runs 3] [--screenshots DIR]
 
 Builds a store with MedQuAD-sized splits (a copy of ``object_store/``'s real splits if it has them,
 else the bundled MedQuAD snapshot split by the pipeline's own transforms, else ~10k/3k/3k synthetic
@@ -34,15 +34,15 @@ sys.path.insert(0, str(REPO / "medqa_assets_tests"))
 
 import dashboard_fixtures as fx  # noqa: E402
 import pandas as pd  # noqa: E402
-from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402
+from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, screenshot, slug, streamlit_server  # noqa: E402
 
 from medqa_assets.storage import layout  # noqa: E402
 from medqa_assets.storage.object_store import ObjectStore  # noqa: E402
 
 COLD_TARGET_S, WARM_TARGET_S = 3.0, 1.0
-# Charts per tab with this store (every version reports answer quality and contamination); the
-# Records tab draws none: its first table is what the user waits for.
-TABS = {"Offline MedQuAD data": 4, "Retraining data": 7, "Drift": 3, "Records": 0}
+# Charts per tab as it opens (on its first section) with this store; the Records tab draws none:
+# its first table is what the user waits for.
+TABS = {"Offline MedQuAD data": 2, "Retraining data": 2, "Drift": 3, "Records": 0}
 SMALL_VERSIONS = 2  # v1, v2 small; v3 is the big one
 
 
@@ -194,7 +194,7 @@ def reference(browser, log_dir: Path, warm_runs: int) -> list[tuple[str, float, 
 Timing = tuple[float, float, float, float]  # cold first, cold complete, warm first, warm complete
 
 
-def run(store_root: Path, warm_runs: int, log_dir: Path) -> list[tuple[str, Timing]]:
+def run(store_root: Path, warm_runs: int, log_dir: Path, screenshots: Path | None = None) -> list[tuple[str, Timing]]:
     from playwright.sync_api import sync_playwright
 
     results = []
@@ -208,6 +208,9 @@ def run(store_root: Path, warm_runs: int, log_dir: Path) -> list[tuple[str, Timi
                     url = f"{base}/?tab={urllib.parse.quote(name)}"
                     cold = measure(page, url, expected, reload=False)
                     warm = [measure(page, url, expected, reload=True) for _ in range(warm_runs)]
+                    if screenshots is not None:  # the tab as it opens, for the README
+                        screenshots.mkdir(parents=True, exist_ok=True)
+                        screenshot(page, screenshots / f"{slug(name)}.png")
                     context.close()
                 warm_first = statistics.median(w[0] for w in warm)
                 warm_full = statistics.median(w[1] for w in warm)
@@ -230,6 +233,7 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000, help="records in the newest retraining version")
     parser.add_argument("--store", type=Path, help="store directory to build (or reuse if it exists)")
     parser.add_argument("--warm-runs", type=int, default=3)
+    parser.add_argument("--screenshots", type=Path, help="save each tab as it opens here (PNG)")
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
         print(f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium", file=sys.stderr)
@@ -242,7 +246,7 @@ def main() -> int:
         else:
             print(f"building the store at {root} ...", flush=True)
             print(build_store(root, args.records), flush=True)
-        results = run(root, args.warm_runs, temp)
+        results = run(root, args.warm_runs, temp, args.screenshots)
         python = server_side(root)
     finally:
         if args.store is None:

@@ -27,8 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import sparse
-from scipy.spatial.distance import jensenshannon
+from scipy import sparse  # scipy.sparse alone: the Drift tab's first chart does not wait for more
 
 from dashboard.data import histogram, word_counts
 from medqa_assets.text import normalize_text_key
@@ -148,6 +147,8 @@ def ks_distance(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def js_distance(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Jensen–Shannon distance (base 2) between count vectors, one per row of ``current``."""
+    from scipy.spatial.distance import jensenshannon
+
     reference = np.broadcast_to(_distributions(reference), np.atleast_2d(current).shape)
     return np.nan_to_num(jensenshannon(_distributions(current), reference, axis=1, base=2))
 
@@ -326,11 +327,39 @@ def length_drift(
     return _drift(feature, what, rows, "ks", threshold, describe=medians)
 
 
+def calibration_pool(training: pd.DataFrame, held_out: pd.DataFrame | None) -> pd.DataFrame:
+    """The rows whose same-size samples say what "no drift" looks like."""
+    return training if held_out is None or len(held_out) < MIN_ROWS else held_out
+
+
+def length_profile(
+    training: pd.DataFrame, production: pd.DataFrame, held_out: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """Words per question and answer of each group, and the training/production histograms: the
+    part of the report that is ready before any test runs (the tab draws it first)."""
+    pool = calibration_pool(training, held_out)
+    words = {
+        (name, column): word_counts(frame[column])
+        for name, frame in (("training", training), ("production", production), ("pool", pool))
+        for column in ("question", "answer")
+    }
+    return {
+        "words": words,
+        "question_lengths": histogram(
+            {"training": words["training", "question"], "production": words["production", "question"]}
+        ),
+        "answer_lengths": histogram(
+            {"training": words["training", "answer"], "production": words["production", "answer"]}
+        ),
+    }
+
+
 def drift_report(
     training: pd.DataFrame,
     production: pd.DataFrame,
     held_out: pd.DataFrame | None = None,
     top_k: int = 30,
+    lengths: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the Drift tab shows, from training rows, production rows and held-out rows.
 
@@ -347,12 +376,9 @@ def drift_report(
         coverage = float(production["question_type"].notna().mean())
     with_types = coverage >= QUESTION_TYPE_MIN_COVERAGE
     threshold = ALPHA / (4 if with_types else 3)  # Bonferroni: the chance of any false alarm stays ALPHA
-    pool = training if held_out is None or len(held_out) < MIN_ROWS else held_out
-    words = {
-        (name, column): word_counts(frame[column])
-        for name, frame in (("training", training), ("production", production), ("pool", pool))
-        for column in ("question", "answer")
-    }
+    pool = calibration_pool(training, held_out)
+    lengths = lengths or length_profile(training, production, held_out)
+    words = lengths["words"]
     rows = [
         length_drift(
             f"{column.capitalize()} length (words)",
@@ -379,12 +405,10 @@ def drift_report(
             threshold=threshold,
         )
         rows.append(types_summary)
-    ref_q, cur_q = words["training", "question"], words["production", "question"]
-    ref_a, cur_a = words["training", "answer"], words["production", "answer"]
     return {
         "summary": pd.DataFrame(rows, columns=SUMMARY_COLUMNS),
-        "question_lengths": histogram({"training": ref_q, "production": cur_q}),
-        "answer_lengths": histogram({"training": ref_a, "production": cur_a}),
+        "question_lengths": lengths["question_lengths"],
+        "answer_lengths": lengths["answer_lengths"],
         "terms": terms,
         "question_types": question_types,
         "question_type_coverage": coverage,

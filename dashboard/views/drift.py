@@ -23,6 +23,8 @@ from dashboard.views.common import (
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
 
+# About 5,000 records of a large version: enough for every test here, a third of the reading.
+DRIFT_SAMPLE_BYTES = 8 * 1024 * 1024
 LEVEL_BADGES = {
     "none": ":green-badge[no drift]",
     "moderate": ":orange-badge[moderate drift]",
@@ -31,10 +33,10 @@ LEVEL_BADGES = {
 }
 
 
-def build_report(store: ObjectStore, production_key: str) -> dict[str, Any] | None:
-    """The drift report of one version against the training split (production rows typed via row_id)."""
+def read_inputs(store: ObjectStore, production_key: str) -> dict[str, Any] | None:
+    """Training, held-out and production rows (typed via row_id), or None if one is gone."""
     splits = {name: data.read_jsonl(store, key, data.SPLIT_COLUMNS) for name, key in layout.SPLIT_KEYS.items()}
-    production = data.read_jsonl(store, production_key, data.RETRAINING_READ_COLUMNS, sample_bytes=data.SAMPLE_BYTES)
+    production = data.read_jsonl(store, production_key, data.RETRAINING_READ_COLUMNS, sample_bytes=DRIFT_SAMPLE_BYTES)
     training = splits["training"]
     if training is None or production is None:
         return None
@@ -43,9 +45,21 @@ def build_report(store: ObjectStore, production_key: str) -> dict[str, Any] | No
     )
     frame = production.frame.assign(question_type=stats.attach_question_types(production.frame, types))
     held_out = [splits[name].frame for name in ("validation", "evaluation") if splits.get(name) is not None]
-    report = stats.drift_report(training.frame, frame, pd.concat(held_out, ignore_index=True) if held_out else None)
-    report["info"] = production.info()
-    return report
+    return {
+        "training": training.frame,
+        "production": frame,
+        "held_out": pd.concat(held_out, ignore_index=True) if held_out else None,
+        "info": production.info(),
+    }
+
+
+def build_report(store: ObjectStore, production_key: str) -> dict[str, Any] | None:
+    """The drift report of one version against the training split (production rows typed via row_id)."""
+    inputs = read_inputs(store, production_key)
+    if inputs is None:
+        return None
+    report = stats.drift_report(inputs["training"], inputs["production"], inputs["held_out"])
+    return report | {"info": inputs["info"]}
 
 
 def render(store: ObjectStore) -> None:
@@ -70,16 +84,31 @@ def render(store: ObjectStore) -> None:
     with section(f"Drift of {version} against the training split"):
         production_key = layout.retraining_data_key(version)
         report_key = (store.url, tuple(split_tokens.values()), production_key, versions.tokens.get(production_key, ""))
-        report = cached("drift:report", report_key, lambda: build_report(store, production_key))
-        if report is None:
+        inputs = cached("drift:inputs", report_key, lambda: read_inputs(store, production_key))
+        if inputs is None:
             st.info("The training split or the version's data disappeared from the store; reload the page.")
             return
-        if report["info"].rows == 0:
+        if inputs["info"].rows == 0:
             st.info(f"{production_key} holds no records.")
             return
-        _summary(report, version)
+        # the verdicts go first on the page but need the tests; the length chart needs only word
+        # counts, so it is drawn first, below the place kept for the verdicts
+        verdicts = st.container()
+        lengths = cached(
+            "drift:lengths",
+            report_key,
+            lambda: stats.length_profile(inputs["training"], inputs["production"], inputs["held_out"]),
+        )
+        _length_chart(lengths, report_key)
+        report = cached(
+            "drift:report",
+            report_key,
+            lambda: stats.drift_report(inputs["training"], inputs["production"], inputs["held_out"], lengths=lengths),
+        )
+        with verdicts:
+            _summary(report, version)
         _charts(report, report_key)
-        sample_note(report["info"], f"Production data of {version}")
+        sample_note(inputs["info"], f"Production data of {version}")
 
 
 def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -155,14 +184,14 @@ def _types_figure(types: pd.DataFrame) -> Any:
     return fig
 
 
-def _charts(report: dict[str, Any], key: tuple) -> None:
+def _length_chart(lengths: dict[str, Any], key: tuple) -> None:
     chart(
         "drift_lengths",
         key,
         lambda: binned_figure(
             {
-                "question (production question vs training question)": report["question_lengths"],
-                "answer (chatbot answer vs reference answer)": report["answer_lengths"],
+                "question (production question vs training question)": lengths["question_lengths"],
+                "answer (chatbot answer vs reference answer)": lengths["answer_lengths"],
             },
             "Length distributions, training vs production",
             "words",
@@ -170,6 +199,9 @@ def _charts(report: dict[str, Any], key: tuple) -> None:
         ),
         height=320,
     )
+
+
+def _charts(report: dict[str, Any], key: tuple) -> None:
     left, right = st.columns(2)
     with left:
         chart("drift_terms", key, lambda: _terms_figure(report["terms"]), height=460)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import data
@@ -158,8 +159,9 @@ def _dropped(metadata: dict[str, Any] | None, cache_key: tuple) -> None:
             chart(
                 "offline_dropped",
                 cache_key,
-                lambda: px.bar(
-                    frame, x="reason", y="rows", title="Rows dropped while cleaning", text_auto=COUNT_LABELS
+                lambda: go.Figure(  # graph_objects: a tenth of plotly.express's first-call cost
+                    go.Bar(x=frame["reason"], y=frame["rows"], texttemplate="%{y:,d}"),
+                    layout={"title": "Rows dropped while cleaning", "yaxis_title": "rows"},
                 ),
                 height=300,
             )
