@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import sparse  # scipy.sparse alone: the Drift tab's first chart does not wait for more
 
 from dashboard.data import histogram, word_counts
 from medqa_assets.text import normalize_text_key
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 ALPHA = 0.05
 MIN_ROWS = 20
@@ -130,6 +132,8 @@ class Rows:
 
 def _indicator(codes: np.ndarray, rows: np.ndarray, n_rows: int, n_categories: int) -> sparse.csr_matrix:
     """A rows x categories 0/1 matrix with a one at (rows[i], codes[i])."""
+    from scipy import sparse  # imported by the tests, after the tab's first chart
+
     values = np.ones(len(codes), dtype=np.float32)
     return sparse.csr_matrix((values, (rows, codes)), shape=(n_rows, n_categories))
 

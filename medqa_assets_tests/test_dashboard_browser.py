@@ -229,7 +229,7 @@ def read_jsonl(path: Path) -> pd.DataFrame:
 
 def wait_idle(page) -> None:
     """Until the script run that the last interaction started is over."""
-    page.wait_for_timeout(150)
+    page.wait_for_timeout(300)  # the rerun the interaction started has begun
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=RENDER_TIMEOUT_MS
     )

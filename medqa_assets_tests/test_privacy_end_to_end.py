@@ -16,7 +16,13 @@ from medqa_assets.lineage import EXPERIMENT_NAME
 from medqa_assets.retraining.tick import tick_and_run
 from medqa_assets.storage import layout
 from medqa_assets.storage.object_store import ObjectStore
-from medqa_assets_tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, require_chromium, streamlit_server
+from medqa_assets_tests.test_dashboard_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    require_chromium,
+    streamlit_server,
+    wait_idle,
+)
 
 # Invented people and numbers; each string must never appear outside the raw inputs.
 IDENTIFIERS = [
@@ -161,17 +167,17 @@ def test_no_identifier_leaves_the_raw_inputs(
             sections = {"Retraining data": ["Counts", "Data", "Quality", "Quarantine and manifest"]}
             for name in ("Offline MedQuAD data", "Retraining data", "Drift", "Records"):
                 page.get_by_role("tab", name=name).click()
-                page.wait_for_timeout(2500)
+                wait_idle(page)
                 pages.append(page.content())
                 for shown in sections.get(name, []):  # every section of the tab
                     page.locator('[data-testid="stButtonGroup"]').get_by_text(shown, exact=True).click()
-                    page.wait_for_timeout(1500)
+                    wait_idle(page)
                     pages.append(page.content())
             # the record explorer, on every dataset that holds text from production logs
             for kind in ("retraining version: ", "quarantine: "):
                 page.locator('[data-testid="stSelectbox"]').filter(has_text="Dataset").click()
                 page.get_by_role("option", name=re.compile("^" + kind)).first.click()
-                page.wait_for_timeout(2000)
+                wait_idle(page)
                 pages.append(page.content())
         finally:
             browser.close()

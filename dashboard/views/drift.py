@@ -25,6 +25,7 @@ from medqa_assets.storage.object_store import ObjectStore
 
 # About 5,000 records of a large version: enough for every test here, a third of the reading.
 DRIFT_SAMPLE_BYTES = 8 * 1024 * 1024
+SPLIT_READ_COLUMNS = ["question", "answer", "question_type", "row_id"]
 LEVEL_BADGES = {
     "none": ":green-badge[no drift]",
     "moderate": ":orange-badge[moderate drift]",
@@ -35,7 +36,7 @@ LEVEL_BADGES = {
 
 def read_inputs(store: ObjectStore, production_key: str) -> dict[str, Any] | None:
     """Training, held-out and production rows (typed via row_id), or None if one is gone."""
-    splits = {name: data.read_jsonl(store, key, data.SPLIT_COLUMNS) for name, key in layout.SPLIT_KEYS.items()}
+    splits = {name: data.read_jsonl(store, key, SPLIT_READ_COLUMNS) for name, key in layout.SPLIT_KEYS.items()}
     production = data.read_jsonl(store, production_key, data.RETRAINING_READ_COLUMNS, sample_bytes=DRIFT_SAMPLE_BYTES)
     training = splits["training"]
     if training is None or production is None:

@@ -108,25 +108,21 @@ def _page_and_downloads(dataset: explorer.Dataset, selected: pd.DataFrame, total
     st.dataframe(shown(dataset, rows), hide_index=True, width="stretch", height=min(36 * (len(rows) + 1) + 3, 600))
 
     def download(render_bytes: Any) -> Any:
-        return lambda: render_bytes(shown(dataset, selected))
+        return lambda: render_bytes(shown(dataset, selected))  # built on click, not on every rerun
 
     buttons = st.columns(4)
-    buttons[0].download_button(
-        "Download CSV",
-        download(explorer.to_csv),
-        file_name=f"{dataset.file_stem}.csv",
-        mime="text/csv",
-        on_click="ignore",
-        key="explorer_csv",
-        disabled=selected.empty,
+    formats = (
+        ("CSV", explorer.to_csv, "csv", "text/csv"),
+        ("JSON Lines", explorer.to_jsonl, "jsonl", "application/jsonl"),
     )
-    buttons[1].download_button(
-        "Download JSON Lines",
-        download(explorer.to_jsonl),
-        file_name=f"{dataset.file_stem}.jsonl",
-        mime="application/jsonl",
-        on_click="ignore",
-        key="explorer_jsonl",
-        disabled=selected.empty,
-    )
+    for column, (label, render_bytes, suffix, mime) in zip(buttons, formats, strict=False):
+        column.download_button(
+            f"Download {label}",
+            download(render_bytes),
+            file_name=f"{dataset.file_stem}.{suffix}",
+            mime=mime,
+            on_click="ignore",
+            key=f"explorer_{suffix}",
+            disabled=selected.empty,
+        )
     buttons[2].caption(f"Downloads hold all {len(selected):,} matching records, not only this page.")
