@@ -498,7 +498,8 @@ def _manifest(version: str, meta: dict[str, Any]) -> None:
         if files.empty:
             st.info("The metadata lists no source files.")
         else:
-            st.dataframe(files, hide_index=True, width="stretch")
+            # file names and reasons come from whoever wrote raw/: shown through the scrubber
+            st.dataframe(data.scrubbed(files, ["name", "key", "reason"]), hide_index=True, width="stretch")
         output = meta.get("output")
         if isinstance(output, dict):
             st.caption(
@@ -508,9 +509,9 @@ def _manifest(version: str, meta: dict[str, Any]) -> None:
         dropped = meta.get("fields_dropped")
         if dropped:
             # field names come from logs: plain text, so a name can never be a link or an image
-            st.text("Fields dropped (metadata, not training data): " + ", ".join(map(str, dropped)))
+            names = data.scrubbed(pd.DataFrame({"name": list(map(str, dropped))}), ["name"])["name"]
+            st.text("Fields dropped (metadata, not training data): " + ", ".join(names))
         missing_files = meta.get("missing_files")
         if missing_files:
-            st.text(
-                f"Claimed but gone before the snapshot ({len(missing_files)}): " + ", ".join(map(str, missing_files))
-            )
+            gone = data.scrubbed(pd.DataFrame({"key": list(map(str, missing_files))}), ["key"])["key"]
+            st.text(f"Claimed but gone before the snapshot ({len(missing_files)}): " + ", ".join(gone))
