@@ -1,4 +1,4 @@
-"""MedQuAD data dashboard: ``streamlit run dashboard/app.py``.
+"""MedQuAD data dashboard: ``python -m dashboard`` (or ``streamlit run dashboard/app.py``).
 
 Reads the same object store as the pipeline (``MEDQA_STORE_URL``, ``MEDQA_S3_ENDPOINT_URL`` and the
 AWS credentials from the environment) and answers: what data do we have, how did we get it, is it

@@ -67,16 +67,16 @@ def slug(name: str) -> str:
 
 @contextlib.contextmanager
 def streamlit_server(store_url: str, log: Path, app: Path = APP) -> Iterator[str]:
-    """``streamlit run dashboard/app.py`` on a free loopback port; yields its URL."""
+    """The dashboard as the README starts it (``python -m dashboard``; another ``app`` with
+    ``streamlit run``) on a free loopback port; yields its URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDQA_"))}
     env.update(MEDQA_STORE_URL=store_url, AWS_SECRET_ACCESS_KEY=SECRET, AWS_ACCESS_KEY_ID="browser-test-key-id")
+    launch = ["dashboard"] if app == APP else ["streamlit", "run", str(app)]
     command = [
         sys.executable,
         "-m",
-        "streamlit",
-        "run",
-        str(app),
+        *launch,
         "--server.headless",
         "true",
         "--server.port",
