@@ -72,14 +72,19 @@ def scrubbed(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """``frame`` with personal data replaced in the text ``columns``: the dashboard shows text that
     came from production logs only through the scrubber, even if a store holds older, unscrubbed
     records (written before the scrubber knew a kind)."""
-    from medqa_assets.privacy.scrub import scrub_texts
-
     out = frame.copy()
     for column in columns:
         if column in out and len(out):
-            values = [None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in out[column]]
-            out[column] = scrub_texts(values)[0]
+            out[column] = scrubbed_values(list(out[column]))
     return out
+
+
+def scrubbed_values(values: list[Any]) -> list[str | None]:
+    """Values as text through the scrubber (missing ones stay missing)."""
+    from medqa_assets.privacy.scrub import scrub_texts
+
+    texts = [None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in values]
+    return scrub_texts(texts)[0]
 
 
 def describe_error(error: BaseException) -> str:
@@ -482,6 +487,23 @@ def category_distribution(groups: dict[str, pd.Series], label: str = "question_t
     return pd.concat(parts, ignore_index=True)
 
 
+def keyword_mask(frame: pd.DataFrame, keyword: str, columns: list[str]) -> np.ndarray:
+    """Rows where any of ``columns`` (those present) contains ``keyword``, case-insensitive."""
+    mask = np.zeros(len(frame), dtype=bool)
+    for column in (c for c in columns if c in frame.columns):
+        found = frame[column].astype("string").str.contains(keyword, case=False, regex=False)
+        mask |= found.fillna(False).to_numpy(dtype=bool)
+    return mask
+
+
+def attach_question_types(rows: pd.DataFrame, reference: pd.DataFrame | None) -> pd.Series:
+    """The question type of each row, looked up by ``row_id`` in ``reference`` (row_id, question_type)."""
+    if "row_id" not in rows.columns or reference is None or reference.empty:
+        return pd.Series(pd.NA, index=rows.index, dtype="string")
+    lookup = reference.dropna(subset=["row_id"]).drop_duplicates("row_id").set_index("row_id")["question_type"]
+    return rows["row_id"].map(lookup).astype("string")
+
+
 def filter_and_sample(
     frame: pd.DataFrame,
     *,
@@ -496,12 +518,7 @@ def filter_and_sample(
         selected = selected[selected["question_type"].isin(question_types)]
     keyword = keyword.strip()
     if keyword:
-        text_columns = [c for c in ("question", "answer", "question_focus") if c in selected.columns]
-        mask = np.zeros(len(selected), dtype=bool)
-        for column in text_columns:
-            found = selected[column].astype("string").str.contains(keyword, case=False, regex=False)
-            mask |= found.fillna(False).to_numpy(dtype=bool)
-        selected = selected[mask]
+        selected = selected[keyword_mask(selected, keyword, ["question", "answer", "question_focus"])]
     if len(selected) > n:
         selected = selected.sample(n=n, random_state=seed)
     return selected.reset_index(drop=True)

@@ -310,14 +310,6 @@ def term_drift(
     return summary, table
 
 
-def attach_question_types(production: pd.DataFrame, reference: pd.DataFrame) -> pd.Series:
-    """The question type of each production row, looked up by ``row_id`` in ``reference`` (row_id, question_type)."""
-    if "row_id" not in production.columns or reference.empty:
-        return pd.Series(pd.NA, index=production.index, dtype="string")
-    lookup = reference.dropna(subset=["row_id"]).drop_duplicates("row_id").set_index("row_id")["question_type"]
-    return production["row_id"].map(lookup).astype("string")
-
-
 def length_drift(
     feature: str,
     what: str,

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from dashboard.data import QUARANTINE_COLUMNS, RETRAINING_COLUMNS, SPLIT_COLUMNS
+from dashboard.data import QUARANTINE_COLUMNS, RETRAINING_COLUMNS, SPLIT_COLUMNS, keyword_mask
 from medqa_assets.storage import layout
 
 # Columns with few enough distinct values to pick from; everything else is searched by keyword.
@@ -126,11 +126,7 @@ def filter_records(frame: pd.DataFrame, record_filter: RecordFilter) -> pd.DataF
         if column in frame.columns:
             mask &= frame[column].astype("string").isin(allowed).fillna(False).to_numpy(dtype=bool)
     if record_filter.keyword:
-        found = np.zeros(len(frame), dtype=bool)
-        for column in (c for c in KEYWORD_COLUMNS if c in frame.columns):
-            hits = frame[column].astype("string").str.contains(record_filter.keyword, case=False, regex=False)
-            found |= hits.fillna(False).to_numpy(dtype=bool)
-        mask &= found
+        mask &= keyword_mask(frame, record_filter.keyword, KEYWORD_COLUMNS)
     return frame[mask].reset_index(drop=True)
 
 

@@ -22,7 +22,7 @@ if str(REPO_ROOT) not in sys.path:  # the tests import the dashboard package fro
     sys.path.insert(0, str(REPO_ROOT))
 
 from medqa_assets.storage import layout  # noqa: E402
-from medqa_assets.storage.object_store import ObjectStore, frame_to_jsonl  # noqa: E402
+from medqa_assets.storage.object_store import ObjectStore, frame_to_jsonl, jsonl_to_frame  # noqa: E402
 
 QUESTION_TYPES = ["information", "symptoms", "treatment", "causes", "inheritance", "frequency", "exams and tests"]
 TEMPLATES = {
@@ -114,18 +114,12 @@ def write_offline(store: ObjectStore, frames: dict[str, pd.DataFrame], sets: int
 
 def split_leakage(frames: dict[str, pd.DataFrame]) -> dict:
     """The ``leakage`` entry of the split metadata, computed by the platform's own functions."""
-    from medqa_assets.splitting.leakage import BLOCKING_KINDS, held_out_sharing, leakage_groups
+    from medqa_assets.splitting.leakage import held_out_sharing, leakage_groups, leakage_metadata
 
     rows = pd.concat(frames.values(), ignore_index=True)
     split_of_row = np.concatenate([np.full(len(frame), name, dtype=object) for name, frame in frames.items()])
     groups = leakage_groups(rows)
-    sharing = held_out_sharing(groups.keys, groups.hubs, split_of_row)
-    return {
-        "held_out_rows_sharing_with_training": sharing["blocking"],
-        "blocking_kinds": list(BLOCKING_KINDS),
-        "residual": sharing["residual"],
-        "groups": groups.summary,
-    }
+    return leakage_metadata(groups, held_out_sharing(groups.keys, groups.hubs, split_of_row))
 
 
 def retraining_lines(pool: pd.DataFrame, n: int, seed: int, start: datetime, hours: float = 30.0) -> bytes:
@@ -157,11 +151,12 @@ def evaluation_metadata(store: ObjectStore, data: bytes) -> tuple[dict | None, d
     from medqa_assets.evaluation.online import answer_quality
     from medqa_assets.text import alnum_fingerprints
 
-    splits = {name: store.read_jsonl(key) for name, key in layout.SPLIT_KEYS.items() if store.exists(key)}
-    digest = hashlib.sha256(data + b"".join(frame_to_jsonl(f) for f in splits.values())).hexdigest()
+    stored = {name: store.read_bytes(key) for name, key in layout.SPLIT_KEYS.items() if store.exists(key)}
+    digest = hashlib.sha256(data + b"".join(stored.values())).hexdigest()
     if digest not in _EVALUATIONS:
         from dashboard.data import parse_jsonl  # Arrow's reader: a 1 GB version in seconds
 
+        splits = {name: jsonl_to_frame(content) for name, content in stored.items()}
         records = parse_jsonl(data, ["question", "answer", "row_id"])[0]
         head = records.head(EVALUATED_RECORDS).copy()
         head.loc[head.index[1::2], "answer"] = head["answer"].iloc[::-1].to_numpy()[1::2]

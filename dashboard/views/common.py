@@ -114,6 +114,25 @@ def binned_figure(histograms: dict[str, pd.DataFrame], title: str, x_label: str,
     return facets(fig)
 
 
+def lengths_chart(
+    key: str,
+    cache_key: tuple,
+    questions: pd.DataFrame,
+    answers: pd.DataFrame,
+    title: str,
+    *,
+    overlay: bool,
+    height: int,
+) -> None:
+    """Words per question and per answer, side by side (pre-binned by :func:`dashboard.data.histogram`)."""
+    chart(
+        key,
+        cache_key,
+        lambda: binned_figure({"question": questions, "answer": answers}, title, "words", overlay=overlay),
+        height=height,
+    )
+
+
 def key_value_table(mapping: dict[str, Any]) -> pd.DataFrame:
     """A flat two-column view of a (possibly nested) mapping, values as text."""
     rows = []

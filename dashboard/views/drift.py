@@ -44,7 +44,7 @@ def read_inputs(store: ObjectStore, production_key: str) -> dict[str, Any] | Non
     types = pd.concat(
         [table.frame[["row_id", "question_type"]] for table in splits.values() if table is not None], ignore_index=True
     )
-    frame = production.frame.assign(question_type=stats.attach_question_types(production.frame, types))
+    frame = production.frame.assign(question_type=data.attach_question_types(production.frame, types))
     held_out = [splits[name].frame for name in ("validation", "evaluation") if splits.get(name) is not None]
     return {
         "training": training.frame,
@@ -52,15 +52,6 @@ def read_inputs(store: ObjectStore, production_key: str) -> dict[str, Any] | Non
         "held_out": pd.concat(held_out, ignore_index=True) if held_out else None,
         "info": production.info(),
     }
-
-
-def build_report(store: ObjectStore, production_key: str) -> dict[str, Any] | None:
-    """The drift report of one version against the training split (production rows typed via row_id)."""
-    inputs = read_inputs(store, production_key)
-    if inputs is None:
-        return None
-    report = stats.drift_report(inputs["training"], inputs["production"], inputs["held_out"])
-    return report | {"info": inputs["info"]}
 
 
 def render(store: ObjectStore) -> None:

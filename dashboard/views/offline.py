@@ -14,11 +14,11 @@ from dashboard import data
 from dashboard.explorer import ordered
 from dashboard.views.common import (
     COUNT_LABELS,
-    binned_figure,
     cached,
     chart,
     facets,
     key_value_table,
+    lengths_chart,
     missing,
     sample_note,
     section,
@@ -39,15 +39,21 @@ def _set_number(key: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def split_tables(store: ObjectStore, present: dict[str, str]) -> dict[str, data.Table]:
+    """The split files that are still there, read whole."""
+    tables = {name: data.read_jsonl(store, key, data.SPLIT_COLUMNS) for name, key in present.items()}
+    return {name: table for name, table in tables.items() if table is not None}
+
+
 def split_profile(store: ObjectStore, present: dict[str, str]) -> dict[str, Any]:
     """What the charts need from the split files: rows, question types, lengths."""
-    tables = {name: data.read_jsonl(store, key, data.SPLIT_COLUMNS) for name, key in present.items()}
-    frames = {name: table.frame for name, table in tables.items() if table is not None}
+    tables = split_tables(store, present)
+    frames = {name: table.frame for name, table in tables.items()}
     questions = {name: data.word_counts(frame["question"]) for name, frame in frames.items()}
     answers = {name: data.word_counts(frame["answer"]) for name, frame in frames.items()}
     return {
         "rows": {name: len(frame) for name, frame in frames.items()},
-        "info": {name: table.info() for name, table in tables.items() if table is not None},
+        "info": {name: table.info() for name, table in tables.items()},
         "types": data.category_distribution({name: frame["question_type"] for name, frame in frames.items()}),
         "question_lengths": data.histogram(questions),
         "answer_lengths": data.histogram(answers),
@@ -56,8 +62,7 @@ def split_profile(store: ObjectStore, present: dict[str, str]) -> dict[str, Any]
 
 def recomputed_leakage(store: ObjectStore, present: dict[str, str]) -> dict[str, int] | None:
     """Held-out rows sharing a blocking key with training, recomputed from the split files."""
-    tables = {name: data.read_jsonl(store, key, data.SPLIT_COLUMNS) for name, key in present.items()}
-    frames = {name: table.frame for name, table in tables.items() if table is not None}
+    frames = {name: table.frame for name, table in split_tables(store, present).items()}
     return cross_split_leakage(frames) if len(frames) > 1 else None
 
 
@@ -110,15 +115,13 @@ def render(store: ObjectStore) -> None:
 def _lengths(profile: dict[str, Any], splits_key: tuple) -> None:
     with section("Question and answer lengths"):
         st.subheader("Question and answer lengths")
-        chart(
+        lengths_chart(
             "offline_lengths",
             splits_key,
-            lambda: binned_figure(
-                {"question": profile["question_lengths"], "answer": profile["answer_lengths"]},
-                "Words per question and per answer",
-                "words",
-                overlay=False,
-            ),
+            profile["question_lengths"],
+            profile["answer_lengths"],
+            "Words per question and per answer",
+            overlay=False,
             height=320,
         )
         st.caption("Share of rows per length bin and split; the longest 1% are counted in the last bin.")

@@ -18,7 +18,7 @@ SCRUBBED_KINDS = {"retraining version", "quarantine"}
 SCRUBBED_COLUMNS = ["question", "answer", "record", "source_file", "slice"]
 
 
-def load(store: ObjectStore, dataset: explorer.Dataset, question_types: pd.DataFrame | None) -> data.Table | None:
+def load(store: ObjectStore, dataset: explorer.Dataset) -> data.Table | None:
     """The dataset's rows (an even sample of a large object), with its explorer columns."""
     if dataset.kind == "quarantine":
         table = data.read_jsonl(store, dataset.key, data.QUARANTINE_COLUMNS, sample_bytes=data.SAMPLE_BYTES)
@@ -31,9 +31,8 @@ def load(store: ObjectStore, dataset: explorer.Dataset, question_types: pd.DataF
         if table is None:
             return None
         frame = table.frame
-        if dataset.kind == "retraining version" and question_types is not None:
-            lookup = question_types.drop_duplicates("row_id").set_index("row_id")["question_type"]
-            frame = frame.assign(question_type=frame["row_id"].map(lookup).astype("string"))
+        if dataset.kind == "retraining version":
+            frame = frame.assign(question_type=data.attach_question_types(frame, split_question_types(store)))
     frame = frame.reindex(columns=list(dataset.columns))
     return data.Table(frame, table.sampled, table.bytes_read, table.bytes_total, table.bad_lines)
 
@@ -66,8 +65,7 @@ def render(store: ObjectStore) -> None:
         dataset = top[0].selectbox("Dataset", found, format_func=lambda d: d.label, key="explorer_dataset")
         token = listing.get(dataset.key, "")
         types_key = tuple(listing.get(k, "") for k in layout.SPLIT_KEYS.values())
-        types = split_question_types(store) if dataset.kind == "retraining version" else None
-        table = cached("explorer:rows", (store.url, dataset.key, token, types_key), lambda: load(store, dataset, types))
+        table = cached("explorer:rows", (store.url, dataset.key, token, types_key), lambda: load(store, dataset))
         if table is None:
             st.info(f"{dataset.key} disappeared from the store; reload the page.")
             return

@@ -11,11 +11,11 @@ import streamlit as st
 from dashboard import data
 from dashboard.views.common import (
     COUNT_LABELS,
-    binned_figure,
     cached,
     chart,
     facets,
     follow_newest,
+    lengths_chart,
     missing,
     retraining_commands,
     sample_note,
@@ -250,15 +250,13 @@ def _lengths_and_trend(store: ObjectStore, version: str, versions: data.Versions
             return
         left, right = st.columns(2)
         with left:
-            chart(
+            lengths_chart(
                 "retraining_lengths",
                 data_key,
-                lambda: binned_figure(
-                    {"question": profile["questions"], "answer": profile["answers"]},
-                    "Words per question and answer",
-                    "words",
-                    overlay=True,
-                ),
+                profile["questions"],
+                profile["answers"],
+                "Words per question and answer",
+                overlay=True,
                 height=300,
             )
         with right:
@@ -350,7 +348,6 @@ def _answer_quality(
         quality = meta.get("answer_quality")
         overview = data.quality_overview(metadatas)
         if isinstance(quality, dict):
-            metric = quality.get("metric") or "metric"
             st.caption(
                 f"{_int(quality.get('n'))} answered records with a reference answer; every metric next to a "
                 "random same-type training answer (the baseline) and the lift over it. "
@@ -365,25 +362,20 @@ def _answer_quality(
         hist = data.quality_histogram(quality) if isinstance(quality, dict) else pd.DataFrame()
         metric = quality.get("metric") if isinstance(quality, dict) else None
         metric = metric or (overview["metric"].iloc[0] if len(overview) else "metric")
-        drawn = [name for name, ok in (("hist", not hist.empty), ("versions", overview["version"].nunique() > 1)) if ok]
-        for column, name in zip(st.columns(len(drawn)) if drawn else [], drawn, strict=True):
+        charts = []  # (chart key, cache key, figure builder)
+        if not hist.empty:
+            charts.append(
+                (
+                    "retraining_quality",
+                    version_key,
+                    lambda: px.bar(hist, x="bin", y="count", title=f"{metric} of {version}", text_auto=COUNT_LABELS),
+                )
+            )
+        if overview["version"].nunique() > 1:
+            charts.append(("retraining_quality_versions", meta_key, lambda: _quality_versions_figure(overview, metric)))
+        for column, (key, cache_key, build) in zip(st.columns(len(charts)) if charts else [], charts, strict=True):
             with column:  # one chart takes the whole width; two share it
-                if name == "hist":
-                    chart(
-                        "retraining_quality",
-                        version_key,
-                        lambda: px.bar(
-                            hist, x="bin", y="count", title=f"{metric} of {version}", text_auto=COUNT_LABELS
-                        ),
-                        height=300,
-                    )
-                else:
-                    chart(
-                        "retraining_quality_versions",
-                        meta_key,
-                        lambda: _quality_versions_figure(overview, metric),
-                        height=300,
-                    )
+                chart(key, cache_key, build, height=300)
 
 
 def _lift_excludes_zero(quality: dict[str, Any]) -> bool:
@@ -509,9 +501,8 @@ def _manifest(version: str, meta: dict[str, Any]) -> None:
         dropped = meta.get("fields_dropped")
         if dropped:
             # field names come from logs: plain text, so a name can never be a link or an image
-            names = data.scrubbed(pd.DataFrame({"name": list(map(str, dropped))}), ["name"])["name"]
-            st.text("Fields dropped (metadata, not training data): " + ", ".join(names))
+            st.text("Fields dropped (metadata, not training data): " + ", ".join(data.scrubbed_values(dropped)))
         missing_files = meta.get("missing_files")
         if missing_files:
-            gone = data.scrubbed(pd.DataFrame({"key": list(map(str, missing_files))}), ["key"])["key"]
-            st.text(f"Claimed but gone before the snapshot ({len(missing_files)}): " + ", ".join(gone))
+            gone = ", ".join(data.scrubbed_values(missing_files))
+            st.text(f"Claimed but gone before the snapshot ({len(missing_files)}): {gone}")

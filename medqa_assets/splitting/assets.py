@@ -18,7 +18,7 @@ from medqa_assets.lineage import MlflowLineageResource, record_dataset_split
 from medqa_assets.medquad.schemas import QA_SCHEMA
 from medqa_assets.resources import ObjectStoreResource
 from medqa_assets.settings import Settings
-from medqa_assets.splitting.leakage import BLOCKING_KINDS, GroupingRule
+from medqa_assets.splitting.leakage import GroupingRule, leakage_metadata
 from medqa_assets.splitting.transforms import (
     SPLIT_RATIOS,
     SPLIT_SALT,
@@ -175,12 +175,7 @@ def dataset_split(
         "grouping_rule": dataclasses.asdict(config.rule()),
         "free_group_ratios": result.free_ratios,
         "free_group_thresholds": result.thresholds,
-        "leakage": {
-            "held_out_rows_sharing_with_training": sharing["blocking"],
-            "blocking_kinds": list(BLOCKING_KINDS),
-            "residual": sharing["residual"],
-            "groups": groups.summary,
-        },
+        "leakage": leakage_metadata(groups, sharing),
         "files": files,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -235,6 +236,16 @@ def leakage_groups(frame: pd.DataFrame, rule: GroupingRule | None = None) -> Lea
         "rows_sent_to_training": int(forced.sum()),
     }
     return LeakageGroups(labels, to_training, keys, hubs, rule, summary)
+
+
+def leakage_metadata(groups: LeakageGroups, sharing: dict[str, dict]) -> dict[str, Any]:
+    """The ``leakage`` entry of the split metadata: blocking counts, residual sharing, the groups."""
+    return {
+        "held_out_rows_sharing_with_training": sharing["blocking"],
+        "blocking_kinds": list(BLOCKING_KINDS),
+        "residual": sharing["residual"],
+        "groups": groups.summary,
+    }
 
 
 def held_out_sharing(keys: pd.DataFrame, hubs: pd.DataFrame, split_of_row: np.ndarray) -> dict[str, dict]:

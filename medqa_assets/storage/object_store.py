@@ -105,6 +105,7 @@ CREDENTIAL_ERROR_CODES = frozenset(
 def _s3_failure_kind(error: BaseException) -> str | None:
     """What an S3 failure means, from exception types and error codes along its cause chain, never
     from message text (servers word them differently, and a key may contain "403")."""
+    import aiohttp  # s3fs's transport
     import botocore.exceptions as botocore_errors
 
     seen: set[int] = set()
@@ -128,7 +129,7 @@ def _s3_failure_kind(error: BaseException) -> str | None:
             | TimeoutError,
         ):
             return "unreachable"
-        if type(current).__module__.startswith("aiohttp") and "Connect" in type(current).__name__:
+        if isinstance(current, aiohttp.ClientConnectionError):
             return "unreachable"
         current = current.__cause__ or current.__context__
     return None
