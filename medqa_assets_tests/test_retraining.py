@@ -11,7 +11,7 @@ import datasets
 import pytest
 
 from medqa_assets.resources import build_resources
-from medqa_assets.retraining import build as build_module
+from medqa_assets.retraining import publish as publish_module
 from medqa_assets.retraining.assets import raw_logs, retraining_data, versions_partitions
 from medqa_assets.retraining.control import read_control_state, read_tracker
 from medqa_assets.retraining.decide import plan_tick
@@ -275,7 +275,7 @@ def test_crash_at_each_step_then_rerun_finishes_exactly_once(
             elif crash_at == "quarantine_move":
                 patch.setattr(ObjectStore, "move", crashing_move)
             else:
-                patch.setattr(build_module, crash_at, lambda *a, **k: (_ for _ in ()).throw(Crash(crash_at)))
+                patch.setattr(publish_module, crash_at, lambda *a, **k: (_ for _ in ()).throw(Crash(crash_at)))
             assert tick(instance) == {"v1": False}
         # the tracker never shows an incomplete version (with close_claim only the claim's cleanup is left)
         assert read_tracker(store) == (1 if crash_at == "close_claim" else 0)

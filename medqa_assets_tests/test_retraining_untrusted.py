@@ -19,6 +19,7 @@ import dagster as dg
 import pytest
 
 from medqa_assets.retraining import build as build_module
+from medqa_assets.retraining import publish as publish_module
 from medqa_assets.retraining.control import advance_tracker, read_tracker
 from medqa_assets.retraining.decide import plan_tick
 from medqa_assets.retraining.tick import evaluate_sensor, tick_and_run, tick_from_environment
@@ -143,7 +144,7 @@ def test_same_name_from_two_apps_keeps_both_and_survives_a_crash(
     store.write_bytes(b, line(2) + b"\n")
     with dg.instance_for_test() as instance:
         with monkeypatch.context() as patch:
-            patch.setattr(build_module, "update_ledger", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("crash")))
+            patch.setattr(publish_module, "update_ledger", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("crash")))
             assert tick(instance) == {"v1": False}
         assert tick(instance) == {"v1": True}
     archived = sorted(i.key for i in store.list(layout.archive_prefix("v1")))

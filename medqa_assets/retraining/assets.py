@@ -15,9 +15,11 @@ from pydantic import Field
 from medqa_assets.console import COMPACT_LOGGING_RUN_CONFIG
 from medqa_assets.lineage import MlflowLineageResource, record_retraining_version
 from medqa_assets.resources import ObjectStoreResource
-from medqa_assets.retraining.build import ManifestMismatch, build_version, is_published, retire
+from medqa_assets.retraining.build import build_version, is_published
 from medqa_assets.retraining.control import Decision, MalformedControl
 from medqa_assets.retraining.decide import plan_tick
+from medqa_assets.retraining.publish import retire
+from medqa_assets.retraining.reading import ManifestMismatch
 from medqa_assets.retraining.retention import delete_expired_raw_inputs
 from medqa_assets.retraining.snapshot import VersionRefused, prepare_version
 from medqa_assets.settings import Settings

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -28,13 +27,15 @@ import orjson
 
 from medqa_assets.evaluation.versions import evaluate_version
 from medqa_assets.retraining.control import (
-    Consumed,
-    advance_tracker,
-    close_claim,
     completed_claim_key,
     published_versions,
-    read_ledger,
-    update_ledger,
+)
+from medqa_assets.retraining.publish import publish
+from medqa_assets.retraining.reading import (
+    UNREADABLE_FILE,
+    WorkItem,
+    read_verified,
+    work_items,
 )
 from medqa_assets.retraining.transforms import (
     DEFAULT_NON_ANSWERS,
@@ -47,7 +48,6 @@ from medqa_assets.retraining.transforms import (
 )
 from medqa_assets.settings import Settings
 from medqa_assets.storage.layout import (
-    archive_prefix,
     identities_key,
     quarantine_prefix,
     quarantined_file_key,
@@ -60,10 +60,6 @@ from medqa_assets.storage.object_store import ObjectStore
 CHUNK_BYTES = 16 * 1024 * 1024
 INLINE_BYTES = 8 * 1024 * 1024  # below this a pool costs more than it saves
 WORKERS_VAR = "MEDQA_RETRAINING_WORKERS"
-
-
-class ManifestMismatch(RuntimeError):
-    """A claimed file is gone or changed since its version was claimed."""
 
 
 @dataclass(frozen=True)
@@ -83,91 +79,10 @@ class StoreSpec:
         )
 
 
-PIECE_BYTES = 32 * 1024 * 1024  # a JSON Lines snapshot larger than this is transformed in pieces
-UNREADABLE_FILE = "unreadable_file"
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One manifest snapshot, or a line-aligned piece ``[start, end)`` of a large JSON Lines one."""
-
-    key: str  # the raw key the records came from
-    snapshot: str  # the archive key of the snapshot
-    sha256: str
-    size: int
-    start: int = 0
-    end: int | None = None  # None: the whole snapshot, verified by sha256
-
-    @property
-    def nbytes(self) -> int:
-        return (self.end if self.end is not None else self.size) - self.start
-
-
-def snapshot_locations(store: ObjectStore, version: str, entries: list[dict[str, Any]]) -> dict[str, str]:
-    """Raw key -> where its snapshot is now: in the archive, or already moved to quarantine by an
-    earlier attempt. Two listings for the whole version, not a lookup per file."""
-    present = {info.key for info in store.list(archive_prefix(version))}
-    present |= {info.key for info in store.list(quarantine_prefix(version) + "files/")}
-    locations = {}
-    for entry in entries:
-        if entry.get("status") != "snapshot":
-            continue
-        moved = quarantined_file_key(version, entry["key"])
-        location = entry["archive_key"] if entry["archive_key"] in present else moved if moved in present else None
-        if location is None:
-            raise ManifestMismatch(f"the snapshot of {entry['key']} for {version} is in neither archive nor quarantine")
-        locations[entry["key"]] = location
-    return locations
-
-
-def work_items(store: ObjectStore, version: str, entries: list[dict[str, Any]]) -> list[WorkItem]:
-    items = []
-    locations = snapshot_locations(store, version, entries)
-    for entry in entries:
-        if entry["key"] not in locations:
-            continue
-        item = WorkItem(entry["key"], locations[entry["key"]], entry["sha256"], entry["size"])
-        if item.size <= PIECE_BYTES or store.read_range(item.snapshot, 0, 64).lstrip()[:1] == b"[":
-            items.append(item)
-            continue
-        items += [
-            WorkItem(item.key, item.snapshot, item.sha256, item.size, start, min(start + PIECE_BYTES, item.size))
-            for start in range(0, item.size, PIECE_BYTES)
-        ]
-    return items
-
-
-def _read_piece(store: ObjectStore, item: WorkItem) -> bytes:
-    """The lines that start inside ``[start, end)`` of a JSON Lines snapshot."""
-    end = item.end if item.end is not None else item.size
-    data = store.read_range(item.snapshot, max(0, item.start - 1), end)
-    if item.start > 0:
-        newline = data.find(b"\n")  # the byte before start is included: a line starting at start is kept
-        data = data[newline + 1 :] if newline >= 0 else b""
-    position = end
-    while data and not data.endswith(b"\n") and position < item.size:  # finish the last line
-        block = store.read_range(item.snapshot, position, min(position + 1024 * 1024, item.size))
-        newline = block.find(b"\n")
-        data += block[: newline + 1] if newline >= 0 else block
-        position += len(block)
-        if newline >= 0:
-            break
-    return data
-
-
-def _read_verified(store: ObjectStore, item: WorkItem) -> bytes:
-    if item.end is not None:
-        return _read_piece(store, item)
-    data = store.read_bytes(item.snapshot)
-    if hashlib.sha256(data).hexdigest() != item.sha256:
-        raise ManifestMismatch(f"the snapshot of {item.key} ({item.snapshot}) changed after it was taken")
-    return data
-
-
 def process_chunk(spec: StoreSpec, items: list[WorkItem], non_answers: tuple[str, ...]) -> ChunkResult:
     """Worker entry point: read, verify and transform one chunk of snapshots or pieces."""
     store = spec.open()
-    files = [(item.key, _read_verified(store, item), item.end is not None) for item in items]
+    files = [(item.key, read_verified(store, item), item.end is not None) for item in items]
     return transform_files(files, non_answers)
 
 
@@ -338,60 +253,3 @@ def _source_file(entry: dict[str, Any], outcome: FileOutcome | None) -> dict[str
         "status": status,
         "reason": (outcome.unparseable_reason if outcome else None) or entry.get("reason"),
     }
-
-
-def publish(
-    store: ObjectStore, version: str, entries: list[dict[str, Any]], rows: int, log: Callable[[str], None]
-) -> None:
-    """Record consumption, move the tracker, close the claim, retire what is fully consumed."""
-    consumed = {
-        entry["key"]: Consumed(
-            end=entry["end"],
-            token=entry.get("token"),
-            head_sha256=entry.get("head_sha256") or "",
-            tail_sha256=entry.get("tail_sha256") or "",
-            version=version,
-            consumed_at=float(entry.get("mtime") or 0.0),
-        )
-        for entry in entries
-        if entry["status"] in ("snapshot", "nothing_new") and entry.get("head_sha256")
-    }
-    update_ledger(store, upserts=consumed)
-    if rows:
-        tracker = advance_tracker(store, version_number(version))
-    else:
-        tracker = None
-        log(f"{version} has no rows: published for the record, but the tracker does not move to it")
-    close_claim(store, version)  # after the ledger: a closed claim's files must be known as consumed
-    retired = retire(store, Settings.from_env().retire_after_seconds)
-    log(
-        f"{version}: published; tracker at {tracker if tracker is not None else 'unchanged'}; "
-        f"{retired} raw file(s) retired"
-    )
-
-
-def retire(store: ObjectStore, retire_after_seconds: float, now: float | None = None) -> int:
-    """Delete raw files that versions consumed completely and that nobody wrote for a while.
-
-    A file is deleted only if it is still exactly what was consumed (conditional delete), so a
-    writer that appended meanwhile keeps its file and its new bytes for the next version.
-    """
-    now = time.time() if now is None else now
-    removals = set()
-    retired = 0
-    for key, entry in read_ledger(store).items():
-        try:
-            info = store.info(key)
-        except FileNotFoundError:
-            removals.add(key)
-            continue
-        if info.etag != entry.token or info.size != entry.end:
-            continue  # changed since: the next version takes the rest
-        if info.mtime is not None and now - info.mtime < retire_after_seconds:
-            continue
-        if entry.token and store.delete_if(key, entry.token):
-            removals.add(key)
-            retired += 1
-    if removals:
-        update_ledger(store, removals=removals)
-    return retired

@@ -5,7 +5,7 @@ to ``production_data_archive/vN/<its path below raw/>`` and the build reads only
 A file that grows after the snapshot keeps its new bytes for a later version; one replaced
 after it is taken again whole later; one deleted before it is reported as missing while the
 rest of the version is published. The raw file itself is only removed once it has been
-consumed completely and left alone for ``MEDQA_RETIRE_AFTER_SECONDS`` (see ``build.retire``).
+consumed completely and left alone for ``MEDQA_RETIRE_AFTER_SECONDS`` (see ``publish.retire``).
 """
 
 from __future__ import annotations
