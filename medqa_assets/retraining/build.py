@@ -30,7 +30,7 @@ from medqa_assets.retraining.control import (
     completed_claim_key,
     published_versions,
 )
-from medqa_assets.retraining.publish import publish
+from medqa_assets.retraining.publish import publish, quarantine_snapshots
 from medqa_assets.retraining.reading import (
     UNREADABLE_FILE,
     WorkItem,
@@ -228,12 +228,18 @@ def build_version(
         + metadata["already_published"]
     )
     store.write_bytes(identities_key(version), accumulator.identities_bytes())
-    for entry in entries:  # unusable snapshots go to quarantine, with the reason (never their content)
-        outcome = by_key.get(entry["key"])
-        if entry["status"] == "snapshot" and outcome is not None and outcome.unparseable_reason:
-            target = quarantined_file_key(version, entry["key"])
-            store.write_json(target + ".reason.json", {"reason": outcome.unparseable_reason, "detail": outcome.detail})
-            store.move(entry["archive_key"], target)
+    quarantine_snapshots(
+        store,
+        [
+            (
+                entry["archive_key"],
+                quarantined_file_key(version, entry["key"]),
+                {"reason": o.unparseable_reason, "detail": o.detail},
+            )
+            for entry in entries
+            if entry["status"] == "snapshot" and (o := by_key.get(entry["key"])) is not None and o.unparseable_reason
+        ],
+    )
     store.write_json(retraining_metadata_key(version), metadata)
     publish(store, version, entries, metadata["records_out"], log)
     return metadata

@@ -73,3 +73,11 @@ def retire(store: ObjectStore, retire_after_seconds: float, now: float | None = 
     if removals:
         update_ledger(store, removals=removals)
     return retired
+
+
+def quarantine_snapshots(store: ObjectStore, moves: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Unusable snapshots go from the archive to quarantine, each with a reason file (never their
+    content). ``moves``: (archive key, quarantine key, reason). Safe to repeat: a moved file stays moved."""
+    for archive_key, target, reason in moves:
+        store.write_json(target + ".reason.json", reason)
+        store.move(archive_key, target)

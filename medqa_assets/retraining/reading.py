@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,3 +94,9 @@ def read_verified(store: ObjectStore, item: WorkItem) -> bytes:
     if hashlib.sha256(data).hexdigest() != item.sha256:
         raise ManifestMismatch(f"the snapshot of {item.key} ({item.snapshot}) changed after it was taken")
     return data
+
+
+def read_items(store: ObjectStore, items: list[WorkItem]) -> Iterator[tuple[WorkItem, bytes]]:
+    """Every item's verified bytes, in order."""
+    for item in items:
+        yield item, read_verified(store, item)
