@@ -5,16 +5,19 @@ only, so they never show in the Dagster UI, run config or event metadata.
 """
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Self
 
 import dagster as dg
 import pandas as pd
+from pydantic import PrivateAttr
 
 from medqa_assets.lineage import MlflowLineageResource
 from medqa_assets.settings import Settings
 from medqa_assets.storage.layout import MEDQUAD_CLEAN, MEDQUAD_RAW, object_key_for_asset
-from medqa_assets.storage.object_store import ObjectStore, StoreError
+from medqa_assets.storage.object_store import ObjectStore, StoreError, frame_to_jsonl
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
@@ -32,21 +35,62 @@ class ObjectStoreResource(dg.ConfigurableResource):
 _PARQUET_KEYS = {MEDQUAD_RAW, MEDQUAD_CLEAN}
 
 
+@dataclass(frozen=True)
+class JsonLinesFrame:
+    """A frame with its JSON Lines serialization, made once: the bytes whose sha256 an asset
+    reports are the bytes the IO manager stores."""
+
+    frame: pd.DataFrame
+    data: bytes
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> Self:
+        return cls(frame, frame_to_jsonl(frame))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
 class ObjectStoreIOManager(dg.ConfigurableIOManager):
-    """Stores each offline asset at its contract key: Parquet for MedQuAD, JSON Lines for splits."""
+    """Stores each offline asset at its contract key: Parquet for MedQuAD, JSON Lines for splits.
+
+    A step running in the same process as the step that stored its input (the default in-process
+    executor) gets the stored frame itself rather than reading back what was just written; a step
+    in another process (multiprocess, Celery) reads the store. Each run initializes the manager
+    afresh, so a frame never outlives its run.
+    """
 
     store: ObjectStoreResource
+    _stored_frames: dict[str, pd.DataFrame] = PrivateAttr(default_factory=dict)
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._stored_frames = {}
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._stored_frames.clear()
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | JsonLinesFrame) -> None:
         store = self.store.get_store()
         key = object_key_for_asset(list(context.asset_key.path))
+        frame = obj.frame if isinstance(obj, JsonLinesFrame) else obj
         with store_failures():
-            data = store.write_parquet(key, obj) if key in _PARQUET_KEYS else store.write_jsonl(key, obj)
+            if key in _PARQUET_KEYS:
+                data = store.write_parquet(key, frame)
+            elif isinstance(obj, JsonLinesFrame):
+                data = obj.data
+                store.write_bytes(key, data)
+            else:
+                data = store.write_jsonl(key, frame)
+        self._stored_frames[key] = frame
         context.add_output_metadata({"uri": dg.MetadataValue.path(store.uri(key)), "bytes": len(data)})
 
     def load_input(self, context: dg.InputContext) -> Any:
-        store = self.store.get_store()
         key = object_key_for_asset(list(context.asset_key.path))
+        stored = self._stored_frames.pop(key, None)
+        if stored is not None:
+            return stored
+        store = self.store.get_store()
         with store_failures():
             if not store.exists(key):
                 raise dg.Failure(

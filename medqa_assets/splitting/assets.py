@@ -5,7 +5,6 @@ leaves a half-updated set of splits in the store.
 """
 
 import dataclasses
-import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +15,7 @@ import pandas as pd
 from medqa_assets.checks import fail_if_any_failed, schema_check_result, schema_check_spec
 from medqa_assets.lineage import MlflowLineageResource, record_dataset_split
 from medqa_assets.medquad.schemas import QA_SCHEMA
-from medqa_assets.resources import ObjectStoreResource
+from medqa_assets.resources import JsonLinesFrame, ObjectStoreResource
 from medqa_assets.settings import Settings
 from medqa_assets.splitting.leakage import GroupingRule, leakage_metadata
 from medqa_assets.splitting.transforms import (
@@ -30,7 +29,6 @@ from medqa_assets.splitting.transforms import (
     split_ratio_tolerance,
 )
 from medqa_assets.storage.layout import SPLIT_KEYS, SPLIT_METADATA, SPLIT_NAMES, production_set_name
-from medqa_assets.storage.object_store import frame_to_jsonl
 from medqa_assets.validation import validate_frame
 
 SPLIT_KEYS_BY_NAME = {name: dg.AssetKey(["dataset_split", name]) for name in SPLIT_NAMES}
@@ -151,9 +149,9 @@ def dataset_split(
 
     files = {}
     for name, frame in splits.items():
-        data = frame_to_jsonl(frame)
-        files[name] = {"key": SPLIT_KEYS[name], "rows": len(frame), "sha256": hashlib.sha256(data).hexdigest()}
-        yield dg.Output(frame, output_name=name, metadata={"rows": len(frame), "sha256": files[name]["sha256"]})
+        serialized = JsonLinesFrame.of(frame)
+        files[name] = {"key": SPLIT_KEYS[name], "rows": len(frame), "sha256": serialized.sha256}
+        yield dg.Output(serialized, output_name=name, metadata={"rows": len(frame), "sha256": serialized.sha256})
 
     attrs = medquad_clean.attrs
     metadata = {
