@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
@@ -90,3 +92,13 @@ def test_a_step_in_a_later_run_reads_its_input_from_the_store(bundled_source: Ob
         bundled_source.delete(key)
     materialize(selection=dg.AssetSelection.groups("production_sets"))
     assert digests(bundled_source, PRODUCTION_SET_KEYS) == {key: PINNED_SHA256[key] for key in PRODUCTION_SET_KEYS}
+
+
+def test_the_offline_graph_does_not_import_mlflow_until_lineage_is_recorded() -> None:
+    """Importing MLflow costs about 2 s: only recording lineage (``lineage.enabled``) may pay it."""
+    code = (
+        "import sys, medqa_assets.definitions, medqa_assets.splitting.assets, medqa_assets.lineage; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[]"

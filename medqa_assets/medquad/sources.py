@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from medqa_assets.medquad.xml_reader import LAVITA_COLUMNS, read_medquad_xml
 from medqa_assets.settings import MEDQUAD_SOURCE_VAR
@@ -52,9 +54,18 @@ def _conform(frame: pd.DataFrame, location: str) -> pd.DataFrame:
     return frame[LAVITA_COLUMNS].astype("string").reset_index(drop=True)
 
 
+def _string_dtype(arrow_type: pa.DataType) -> pd.StringDtype | None:
+    return pd.StringDtype() if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) else None
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """Text columns straight into pandas strings: no Python ``object`` column converted afterwards."""
+    return pq.read_table(path).to_pandas(types_mapper=_string_dtype)
+
+
 def _read_table_file(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
-        return pd.read_parquet(path)
+        return _read_parquet(path)
     if path.suffix in (".jsonl", ".json"):
         return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
     raise SourceError(
@@ -89,7 +100,7 @@ def load_medquad(source: str) -> LoadedSource:
         if not path.is_file():
             raise SourceError(f"the bundled MedQuAD snapshot {path} is missing; reinstall the package")
         provenance = json.loads((bundled_dir() / PROVENANCE_FILE).read_text())
-        return LoadedSource(_conform(pd.read_parquet(path), str(path)), BUNDLED, str(path), provenance)
+        return LoadedSource(_conform(_read_parquet(path), str(path)), BUNDLED, str(path), provenance)
     if source.startswith(HF_PREFIX):
         frame, provenance = load_from_hub(source)
         return LoadedSource(_conform(frame, source), "huggingface", source, provenance)

@@ -178,10 +178,9 @@ def dataset_split(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     store.get_store().write_json(SPLIT_METADATA, metadata)
-    context.log.info(f"splits {counts}; metadata at {SPLIT_METADATA}")
     run_id = record_dataset_split(mlflow, store.get_store(), metadata, splits, log=context.log.warning)
-    if run_id:
-        context.log.info(f"lineage: MLflow run {run_id} in experiment {mlflow.experiment_name}")
+    lineage = f"; lineage: MLflow run {run_id} in experiment {mlflow.experiment_name}" if run_id else ""
+    context.log.info(f"splits {counts}; metadata at {SPLIT_METADATA}{lineage}")  # one line: each is an event
 
 
 def production_set_keys(count: int) -> dict[str, dg.AssetKey]:
@@ -213,7 +212,7 @@ def build_production_sets_asset(count: int) -> dg.AssetsDefinition:
         check_specs=checks,
         description=f"The evaluation split cut into {count} disjoint production sets (MEDQA_PRODUCTION_SETS).",
     )
-    def production_sets(context: dg.AssetExecutionContext, evaluation: pd.DataFrame) -> Iterator[Any]:
+    def production_sets(evaluation: pd.DataFrame) -> Iterator[Any]:
         sets = cut_production_sets(evaluation, count)
         coverage = production_sets_coverage(evaluation, sets)
         results = [schema_check_result(keys[n], validate_frame(QA_SCHEMA, f)) for n, f in sets.items()]
@@ -228,9 +227,8 @@ def build_production_sets_asset(count: int) -> dg.AssetsDefinition:
         ]
         yield from results
         fail_if_any_failed(results, "production sets")
-        for name, frame in sets.items():
+        for name, frame in sets.items():  # rows in each set's metadata: no log line (an event) repeating them
             yield dg.Output(frame, output_name=name, metadata={"rows": len(frame)})
-        context.log.info(f"production sets { ({n: len(f) for n, f in sets.items()}) }")
 
     return production_sets
 
