@@ -21,8 +21,8 @@ def collapse_whitespace(values: pa.Array) -> pa.Array:
     messy = pc.fill_null(pc.match_substring_regex(trimmed, _UNUSUAL_WHITESPACE), False)
     if not pc.any(messy).as_py():
         return trimmed
-    fixed = pc.replace_substring_regex(pc.filter(trimmed, messy), r"\s{2,}|[^\S ]", " ")
-    fixed = pc.replace_substring_regex(fixed, r" {2,}", " ")
+    # one pass: a run is replaced whole, so no two spaces are left next to each other
+    fixed = pc.replace_substring_regex(pc.filter(trimmed, messy), _UNUSUAL_WHITESPACE, " ")
     return pc.replace_with_mask(trimmed, messy, fixed)
 
 
@@ -41,13 +41,17 @@ _KEEP_BYTE[ord("0") : ord("9") + 1] = True
 _KEEP_BYTE[128:] = True
 
 
-def alnum_fingerprints(values: pd.Series) -> np.ndarray:
+def alnum_fingerprints(values: pd.Series | pa.Array) -> np.ndarray:
     """A 64-bit fingerprint per text of its lower-cased letters and digits (everything else dropped).
 
     Two answers that differ only in case, spacing or punctuation get the same fingerprint. Done
     on the bytes with numpy: a regex replace over megabytes of answers costs ten times as much.
     """
-    lowered = pc.utf8_lower(pa.array(values.astype("string").fillna(""), type=pa.large_string()))
+    if isinstance(values, pa.Array):
+        array = pc.fill_null(values.cast(pa.large_string()), "")
+    else:
+        array = pa.array(values.astype("string").fillna(""), type=pa.large_string())
+    lowered = pc.utf8_lower(array)
     lowered = pa.concat_arrays([lowered]) if lowered.offset else lowered
     offsets = np.frombuffer(lowered.buffers()[1], dtype=np.int64)[: len(lowered) + 1]
     data_buffer = lowered.buffers()[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from medqa_assets.retraining import reading
+from medqa_assets.retraining import build, reading
 from medqa_assets.storage.object_store import ObjectStore
 from medqa_assets_tests.golden_logs import build_golden_versions
 
@@ -36,3 +36,30 @@ def test_output_is_byte_identical_to_the_code_before_the_rewrite(
             target.write_bytes(data)
     assert sorted(digests) == sorted(EXPECTED)
     assert [name for name in sorted(EXPECTED) if digests[name] != EXPECTED[name]] == []
+
+
+def test_worker_processes_and_small_chunks_write_the_same_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks transformed in worker processes, many of them, merge into the same bytes: the
+    de-duplication across chunks keeps the first of each pair in manifest order. (Quarantined
+    records are listed chunk by chunk with their position within it, so they are compared as a
+    set without it.)"""
+    monkeypatch.setattr(build, "INLINE_BYTES", 0)
+    monkeypatch.setenv(build.WORKERS_VAR, "2")
+    with monkeypatch.context() as patch:
+        patch.setattr(build, "CHUNK_BYTES", 8 * 1024)
+        patch.setattr(build.chunked, "__defaults__", (8 * 1024,))
+        chunked = build_golden_versions(ObjectStore(str(tmp_path / "chunked")))
+    pooled = build_golden_versions(ObjectStore(str(tmp_path / "pooled")))
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in pooled.items()}
+    assert [name for name in sorted(EXPECTED) if digests[name] != EXPECTED[name]] == []
+    for name, data in pooled.items():
+        if name.endswith("records.jsonl"):
+            pooled_records = sorted(json.dumps({**json.loads(line), "index": None}) for line in data.splitlines())
+            chunked_records = sorted(
+                json.dumps({**json.loads(line), "index": None}) for line in chunked[name].splitlines()
+            )
+            assert pooled_records == chunked_records
+        else:
+            assert chunked[name] == data, name

@@ -201,3 +201,20 @@ def test_rejected_records_are_scrubbed_before_they_are_quarantined() -> None:
     for secret in ("123-45-6789", "jo@example.com", "555-123-4567", "987-65-4321"):
         assert secret not in stored
     assert "[SSN]" in stored and "[EMAIL]" in stored and "[PHONE]" in stored
+
+
+def test_a_timestamp_without_offset_is_utc_whatever_comes_before_it() -> None:
+    records = [
+        {"question": "q1", "answer": "a1", "timestamp": "2026-03-01T12:15:00+02:00"},
+        {"question": "q2", "answer": "a2", "timestamp": "2026-03-01 10:15:00"},
+        {"question": "q3", "answer": "a3", "timestamp": "2026-03-01T10:15:00-05:00"},
+        {"question": "q4", "answer": "a4", "timestamp": "2026-03-01"},
+    ]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    lines = [json.loads(line) for line in transform_files([("k", data, False)]).lines]
+    assert [line["timestamp"] for line in lines] == [
+        "2026-03-01T10:15:00.000Z",
+        "2026-03-01T10:15:00.000Z",
+        "2026-03-01T15:15:00.000Z",
+        "2026-03-01T00:00:00.000Z",
+    ]

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
@@ -34,7 +35,7 @@ from medqa_assets.retraining.publish import publish, quarantine_snapshots
 from medqa_assets.retraining.reading import (
     UNREADABLE_FILE,
     WorkItem,
-    read_verified,
+    read_items,
     work_items,
 )
 from medqa_assets.retraining.transforms import (
@@ -43,6 +44,7 @@ from medqa_assets.retraining.transforms import (
     ChunkResult,
     FileOutcome,
     dropped_fields,
+    selected_lines,
     sorted_identities,
     transform_files,
 )
@@ -58,6 +60,7 @@ from medqa_assets.storage.layout import (
 from medqa_assets.storage.object_store import ObjectStore
 
 CHUNK_BYTES = 16 * 1024 * 1024
+PROGRESS_EVERY_SECONDS = 10.0  # a progress line at most this often: each is an event in Dagster's log
 INLINE_BYTES = 8 * 1024 * 1024  # below this a pool costs more than it saves
 WORKERS_VAR = "MEDQA_RETRAINING_WORKERS"
 
@@ -79,11 +82,15 @@ class StoreSpec:
         )
 
 
-def process_chunk(spec: StoreSpec, items: list[WorkItem], non_answers: tuple[str, ...]) -> ChunkResult:
-    """Worker entry point: read, verify and transform one chunk of snapshots or pieces."""
-    store = spec.open()
-    files = [(item.key, read_verified(store, item), item.end is not None) for item in items]
+def transform_chunk(store: ObjectStore, items: list[WorkItem], non_answers: tuple[str, ...]) -> ChunkResult:
+    """Read, verify and transform one chunk of snapshots or pieces."""
+    files = [(item.key, data, item.end is not None) for item, data in read_items(store, items)]
     return transform_files(files, non_answers)
+
+
+def process_chunk(spec: StoreSpec, items: list[WorkItem], non_answers: tuple[str, ...]) -> ChunkResult:
+    """Worker entry point: :func:`transform_chunk` on the worker's own connection to the store."""
+    return transform_chunk(spec.open(), items, non_answers)
 
 
 def chunked(items: list[WorkItem], chunk_bytes: int = CHUNK_BYTES) -> list[list[WorkItem]]:
@@ -103,21 +110,24 @@ def worker_count() -> int:
     return max(1, int(raw)) if raw.isdigit() else max(1, os.cpu_count() or 1)
 
 
-def _chunk_results(store: ObjectStore, items: list[WorkItem]) -> Iterator[ChunkResult]:
+def _chunk_results(store: ObjectStore, chunks: list[list[WorkItem]]) -> Iterator[ChunkResult]:
     """Chunk results in manifest order, from a process pool when the batch is large."""
     spec = StoreSpec(store.url if not store.is_s3 else f"s3://{store.root}", store.endpoint_url)
     configured = Settings.from_env().non_answer_texts
     non_answers = DEFAULT_NON_ANSWERS if configured is None else configured
-    chunks = chunked(items)
     workers = min(worker_count(), len(chunks))
-    if workers <= 1 or sum(item.nbytes for item in items) < INLINE_BYTES:
+    if workers <= 1 or sum(item.nbytes for chunk in chunks for item in chunk) < INLINE_BYTES:
         for chunk in chunks:
-            yield process_chunk(spec, chunk, non_answers)
+            yield transform_chunk(store, chunk, non_answers)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        futures = [pool.submit(process_chunk, spec, chunk, non_answers) for chunk in chunks]
-        for future in futures:
-            yield future.result()
+        pending: deque[Future[ChunkResult]] = deque()
+        for chunk in chunks:  # a bounded window: finished chunks never pile up in memory
+            pending.append(pool.submit(process_chunk, spec, chunk, non_answers))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _merge_outcomes(outcomes: list[FileOutcome]) -> dict[str, FileOutcome]:
@@ -173,15 +183,19 @@ def build_version(
     digest = hashlib.sha256()
     size = 0
     with store.open_write(output_key) as output:
-        for done, chunk in enumerate(_chunk_results(store, items), start=1):
-            lines, positions = accumulator.unique_lines(chunk)
-            data = b"".join(lines)
+        chunks = chunked(items)
+        next_report = time.monotonic() + PROGRESS_EVERY_SECONDS
+        for done, chunk in enumerate(_chunk_results(store, chunks), start=1):
+            positions = accumulator.unique_positions(chunk)
+            data = selected_lines(chunk, positions)
             output.write(data)
             digest.update(data)
             size += len(data)
-            kept_positions = set(positions)
-            evaluation_rows += [(s, r, a) for p, s, r, a in chunk.evaluation_rows if accumulator.fresh[p]]
-            kept_row_ids += [r for p, _, r, _ in chunk.evaluation_rows if p in kept_positions]
+            if chunk.evaluation_rows:
+                kept = np.zeros(len(chunk.line_ends), dtype=bool)
+                kept[positions] = True
+                evaluation_rows += [(s, r, a) for p, s, r, a in chunk.evaluation_rows if accumulator.fresh[p]]
+                kept_row_ids += [r for p, _, r, _ in chunk.evaluation_rows if kept[p]]
             question_parts.append(chunk.questions[positions])
             new_rejected = accumulator.new_rejected(chunk)
             rejections.update(r["reason"] for r in new_rejected)
@@ -192,7 +206,9 @@ def build_version(
             outcomes += chunk.files
             ts_min = min(filter(None, [ts_min, chunk.ts_min]), default=None)
             ts_max = max(filter(None, [ts_max, chunk.ts_max]), default=None)
-            log(f"{version}: chunk {done} done, {accumulator.records_out} records out so far")
+            if time.monotonic() >= next_report or done == len(chunks):
+                log(f"{version}: {done} of {len(chunks)} chunks done, {accumulator.records_out} records out so far")
+                next_report = time.monotonic() + PROGRESS_EVERY_SECONDS
 
     if quarantined_records:
         store.write_bytes(quarantine_prefix(version) + "records.jsonl", b"".join(quarantined_records))

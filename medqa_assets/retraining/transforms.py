@@ -43,6 +43,7 @@ REJECT_NON_STRING = "non_string_field"
 REJECT_TOO_LARGE = "record_too_large"
 REJECT_NON_ANSWER = "non_answer"  # a timeout text, a blank answer, the answer of a failed request
 REJECT_BAD_TIMESTAMP = "invalid_timestamp"
+IDENTITY_DTYPE = "S16"  # 16-byte identities, compared as fixed-width byte strings
 
 
 @dataclass
@@ -55,59 +56,119 @@ class FileOutcome:
 
 @dataclass
 class ChunkResult:
-    """What one chunk of files produced; merged by :class:`BatchAccumulator`."""
+    """What one chunk of files produced; merged by :class:`BatchAccumulator`.
 
-    lines: list[bytes] = field(default_factory=list)
-    hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+    Compact on purpose: a chunk made in a worker process crosses to the parent as a few buffers
+    (the output lines back to back, numpy arrays), not as one Python object per row.
+    """
+
+    output: bytes = b""  # the output lines, back to back
+    line_ends: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # end of each line
+    hashes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # question/answer per line
     questions: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))  # fingerprint per line
+    identities: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=IDENTITY_DTYPE))  # per line
     rejected: list[dict[str, Any]] = field(default_factory=list)
     files: list[FileOutcome] = field(default_factory=list)
     rejections: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)
     fields_seen: set[str] = field(default_factory=set)
     evaluation_rows: list[tuple[int, str, str, str]] = field(default_factory=list)  # (line, set, row_id, answer)
-    identities: list[bytes] = field(default_factory=list)  # of each line, for exactly-once across versions
     ts_min: str | None = None
     ts_max: str | None = None
+
+    @property
+    def lines(self) -> list[bytes]:
+        starts = np.concatenate([[0], self.line_ends[:-1]]) if len(self.line_ends) else []
+        return [self.output[start:end] for start, end in zip(starts, self.line_ends, strict=True)]
+
+
+# ISO 8601 in UTC to the millisecond, as written to the output: the time of day from tables, the
+# date formatted once per distinct day (by Arrow, as the rest of the text was before)
+_TIMES_OF_DAY = [f"{h:02d}:{m:02d}:{s:02d}." for h in range(24) for m in range(60) for s in range(60)]
+_MILLISECONDS = [f"{ms:03d}Z" for ms in range(1000)]
+_KIND_OF_TYPE = {str: 2, int: 1, float: 1, type(None): 0}  # anything else (bool, list, dict) is invalid
+_LATEST_SECONDS = 32_503_680_000  # year 3000
+
+
+def _iso_seconds(millis: np.ndarray) -> list[str]:
+    seconds, milliseconds = np.divmod(millis, 1000)
+    days, time_of_day = np.divmod(seconds, 86_400)
+    distinct_days, day_index = np.unique(days, return_inverse=True)
+    day_texts = pc.strftime(
+        pa.array(distinct_days * 86_400, type=pa.int64()).cast(pa.timestamp("s", "UTC")), format="%Y-%m-%dT"
+    ).to_pylist()
+    times, fractions = _TIMES_OF_DAY, _MILLISECONDS
+    return [
+        day_texts[d] + times[t] + fractions[m]
+        for d, t, m in zip(day_index.tolist(), time_of_day.tolist(), milliseconds.tolist(), strict=True)
+    ]
+
+
+# a time of day followed by a UTC offset or Z: the string names its own zone
+_HAS_OFFSET = r"\d{2}:?\d{2}(?::?\d{2})?(?:[.,]\d+)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _iso_text_seconds(texts: list[str]) -> np.ndarray:
+    """Epoch seconds of ISO 8601 strings (NaN where unparseable); without an offset, UTC.
+
+    Strings with and without an offset are parsed apart: pandas parsing them together gives a
+    string without one the offset of the string before it.
+    """
+    seconds = np.full(len(texts), np.nan)
+    with_offset = pc.fill_null(
+        pc.match_substring_regex(pc.utf8_trim_whitespace(pa.array(texts, type=pa.large_string())), _HAS_OFFSET),
+        False,
+    ).to_numpy(zero_copy_only=False)
+    for group in (with_offset, ~with_offset):
+        positions = np.flatnonzero(group)
+        if not len(positions):
+            continue
+        parsed = pd.to_datetime(
+            pd.Series([texts[i] for i in positions] if len(positions) < len(texts) else texts),
+            format="ISO8601",
+            utc=True,
+            errors="coerce",
+        )
+        stamps = parsed.to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9
+        stamps[parsed.isna().to_numpy()] = np.nan
+        seconds[positions] = stamps
+    return seconds
 
 
 def _parse_timestamps(values: list[Any]) -> tuple[list[str | None], np.ndarray]:
     """ISO 8601 strings or epoch seconds -> ISO strings in UTC; and a mask of unparseable ones."""
-    kinds = np.array(
-        [
-            2
-            if isinstance(v, str)
-            else 1
-            if isinstance(v, int | float) and v is not True and v is not False
-            else 0
-            if v is None
-            else 3
-            for v in values
-        ],
-        dtype=np.int8,
-    )
+    kind_of = _KIND_OF_TYPE
+    kinds = np.array([kind_of.get(type(v), 3) for v in values], dtype=np.int8)
     seconds = np.full(len(values), np.nan)
     numeric = kinds == 1
-    if numeric.any():
+    if numeric.all():
+        seconds[:] = values
+    elif numeric.any():
         seconds[numeric] = [values[i] for i in np.flatnonzero(numeric)]
-    text = kinds == 2
-    if text.any():
-        parsed = pd.to_datetime(
-            pd.Series([values[i] for i in np.flatnonzero(text)]), format="ISO8601", utc=True, errors="coerce"
-        )
-        seconds[text] = parsed.to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9
-        seconds[np.flatnonzero(text)[parsed.isna().to_numpy()]] = np.nan
-    valid = ~np.isnan(seconds) & (np.abs(np.nan_to_num(seconds)) < 32_503_680_000)  # before year 3000
-    millis = pa.array(np.where(valid, seconds * 1000, 0).astype("int64"), mask=~valid).cast(pa.timestamp("ms", "UTC"))
-    iso = pc.strftime(millis, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+    text = np.flatnonzero(kinds == 2)
+    if len(text):
+        seconds[text] = _iso_text_seconds([values[i] for i in text])
+    valid = ~np.isnan(seconds) & (np.abs(np.nan_to_num(seconds)) < _LATEST_SECONDS)
+    iso: list[str | None] = [None] * len(values)
+    positions = np.flatnonzero(valid)
+    if len(positions) == len(values):
+        iso = _iso_seconds((seconds * 1000).astype("int64"))
+    elif len(positions):
+        for position, text_value in zip(
+            positions.tolist(), _iso_seconds((seconds[positions] * 1000).astype("int64")), strict=True
+        ):
+            iso[position] = text_value
     return iso, (kinds == 3) | ((kinds != 0) & ~valid)
 
 
-def _as_text(value: Any) -> Any:
-    return value if isinstance(value, str) or value is None else _NOT_TEXT
-
-
-_NOT_TEXT = object()
+def _text_column(values: list[Any]) -> tuple[pa.Array, np.ndarray]:
+    """Strings (and missing values) as an Arrow array; and which values were something else."""
+    try:
+        return pa.array(values, type=pa.large_string()), np.zeros(len(values), dtype=bool)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        not_text = np.array([not (isinstance(v, str) or v is None) for v in values])
+        cleaned = [None if bad else v for v, bad in zip(values, not_text.tolist(), strict=True)]
+        return pa.array(cleaned, type=pa.large_string()), not_text
 
 
 def _failed_status(status: Any) -> bool:
@@ -118,10 +179,33 @@ def _failed_status(status: Any) -> bool:
     return not (text.isdigit() and 200 <= int(text) < 300)
 
 
+def _failed_statuses(statuses: list[Any]) -> np.ndarray:
+    """:func:`_failed_status` of each, computed once per distinct value (there are few)."""
+    failed: dict[Any, bool] = {}
+    result = np.zeros(len(statuses), dtype=bool)
+    for index, status in enumerate(statuses):
+        if status is None or status == 200 and type(status) is int:
+            continue
+        key = (type(status), status) if isinstance(status, int | float | str) else None
+        verdict = failed.get(key) if key is not None else None
+        if verdict is None:
+            verdict = _failed_status(status)
+            if key is not None:
+                failed[key] = verdict
+        result[index] = verdict
+    return result
+
+
 def record_identity(record: Any) -> bytes:
     """A record's identity: 16 bytes of BLAKE2b over its canonical JSON (a record that arrives again,
     in a cumulative copy, a rewritten array or a re-ingested file, has the same identity)."""
     return hashlib.blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=str), digest_size=16).digest()
+
+
+def record_identities(records: list[Any]) -> list[bytes]:
+    """:func:`record_identity` of each record (the loop with its lookups hoisted)."""
+    dumps, blake2b, option = orjson.dumps, hashlib.blake2b, orjson.OPT_SORT_KEYS
+    return [blake2b(dumps(record, option=option, default=str), digest_size=16).digest() for record in records]
 
 
 def text_identity(raw: str) -> bytes:
@@ -129,21 +213,55 @@ def text_identity(raw: str) -> bytes:
     return hashlib.blake2b(raw.encode("utf-8", "replace"), digest_size=16).digest()
 
 
+def _char_lengths_over(values: pa.Array, limit: int) -> np.ndarray:
+    """Which strings have more than ``limit`` characters: only those with more than ``limit`` bytes
+    are counted (a character is at least one byte)."""
+    byte_lengths = pc.fill_null(pc.binary_length(values), 0).to_numpy(zero_copy_only=False)
+    over = byte_lengths > limit
+    if over.any():
+        positions = np.flatnonzero(over)
+        over[positions] = pc.utf8_length(pc.take(values, pa.array(positions))).to_numpy(zero_copy_only=False) > limit
+    return over
+
+
+def _listed_non_answers(answers: pa.Array, non_answers: tuple[str, ...]) -> np.ndarray:
+    """Answers equal to a listed non-answer, ignoring case. Only answers of a listed text's length
+    in characters can be one (lower-casing maps character to character), so only those whose
+    byte length allows it are folded."""
+    listed = np.zeros(len(answers), dtype=bool)
+    lengths = {len(text.lower()) for text in non_answers}
+    byte_lengths = pc.fill_null(pc.binary_length(answers), -1).to_numpy(zero_copy_only=False)
+    possible = np.zeros(len(answers), dtype=bool)
+    for length in lengths:
+        possible |= (byte_lengths >= length) & (byte_lengths <= 4 * length)
+    if not possible.any():
+        return listed
+    positions = np.flatnonzero(possible)
+    folded = pc.utf8_lower(pc.take(answers, pa.array(positions)))
+    value_set = pa.array([text.lower() for text in non_answers], type=pa.large_string())
+    listed[positions] = pc.fill_null(pc.is_in(folded, value_set=value_set), False).to_numpy(zero_copy_only=False)
+    return listed
+
+
+def _question_answer_hashes(questions: pa.Array, answers: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each (question, answer) pair, for exact de-duplication."""
+    pairs = pc.binary_join_element_wise(questions, answers, pa.scalar("\x1f", pa.large_string()))
+    return pd.util.hash_array(pairs.to_numpy(zero_copy_only=False), categorize=False)
+
+
 def transform_records(
     records: list[dict[str, Any]],
     sources: list[str],
     result: ChunkResult,
     non_answers: tuple[str, ...] = DEFAULT_NON_ANSWERS,
-    identities: list[bytes] | None = None,
 ) -> None:
-    """Validate, scrub and normalize parsed records, appending to ``result``."""
-    identities = identities if identities is not None else [record_identity(r) for r in records]
+    """Validate, scrub and normalize parsed records into ``result`` (one call per chunk)."""
     if not records:
         return
-    for record in records:
-        result.fields_seen.update(record.keys())
-    questions = [_as_text(r.get("question")) for r in records]
-    answers = [_as_text(r["model_response"] if "model_response" in r else r.get("answer")) for r in records]
+    identities = record_identities(records)
+    result.fields_seen.update(*records)
+    raw_questions = [r.get("question") for r in records]
+    raw_answers = [r["model_response"] if "model_response" in r else r.get("answer") for r in records]
     raw_times = [r["timestamp"] if "timestamp" in r else r.get("ts") for r in records]
     provenance = {name: [r.get(name) for r in records] for name in PROVENANCE_FIELDS}
 
@@ -152,80 +270,90 @@ def transform_records(
     def reject(mask: np.ndarray, reason: str) -> None:
         reasons[(reasons == None) & mask] = reason  # noqa: E711 - elementwise comparison
 
-    non_string = np.array([q is _NOT_TEXT or a is _NOT_TEXT for q, a in zip(questions, answers, strict=True)])
-    reject(non_string, REJECT_NON_STRING)
-    questions = [None if q is _NOT_TEXT else q for q in questions]
-    answers = [None if a is _NOT_TEXT else a for a in answers]
-    reject(np.array([_failed_status(s) for s in provenance["status"]]), REJECT_NON_ANSWER)
+    question_array, question_not_text = _text_column(raw_questions)
+    answer_array, answer_not_text = _text_column(raw_answers)
+    reject(question_not_text | answer_not_text, REJECT_NON_STRING)
+    reject(_failed_statuses(provenance["status"]), REJECT_NON_ANSWER)
 
-    question_array = collapse_whitespace(pa.array(questions, type=pa.large_string()))
-    answer_array = collapse_whitespace(pa.array(answers, type=pa.large_string()))
-    question_length = pc.fill_null(pc.utf8_length(question_array), 0).to_numpy(zero_copy_only=False)
-    answer_length = pc.fill_null(pc.utf8_length(answer_array), 0).to_numpy(zero_copy_only=False)
-    reject((question_length > MAX_QUESTION_CHARS) | (answer_length > MAX_ANSWER_CHARS), REJECT_TOO_LARGE)
-    reject(question_length == 0, REJECT_MISSING_QUESTION)
-    answer_given = np.array([a is not None for a in answers])
-    reject((answer_length == 0) & ~answer_given, REJECT_MISSING_ANSWER)
-    reject((answer_length == 0) & answer_given, REJECT_NON_ANSWER)  # "" or only whitespace
+    question_array = collapse_whitespace(question_array)
+    answer_array = collapse_whitespace(answer_array)
+    reject(
+        _char_lengths_over(question_array, MAX_QUESTION_CHARS) | _char_lengths_over(answer_array, MAX_ANSWER_CHARS),
+        REJECT_TOO_LARGE,
+    )
+    question_empty = pc.fill_null(pc.binary_length(question_array), 0).to_numpy(zero_copy_only=False) == 0
+    answer_empty = pc.fill_null(pc.binary_length(answer_array), 0).to_numpy(zero_copy_only=False) == 0
+    reject(question_empty, REJECT_MISSING_QUESTION)
+    answer_given = pc.is_valid(answer_array).to_numpy(zero_copy_only=False) & ~answer_not_text
+    reject(answer_empty & ~answer_given, REJECT_MISSING_ANSWER)
+    reject(answer_empty & answer_given, REJECT_NON_ANSWER)  # "" or only whitespace
     if non_answers:
-        folded = pc.utf8_lower(answer_array)
-        listed = pc.is_in(folded, value_set=pa.array([text.lower() for text in non_answers], type=pa.large_string()))
-        reject(pc.fill_null(listed, False).to_numpy(zero_copy_only=False), REJECT_NON_ANSWER)
+        reject(_listed_non_answers(answer_array, non_answers), REJECT_NON_ANSWER)
     timestamps, bad_time = _parse_timestamps(raw_times)
     reject(bad_time, REJECT_BAD_TIMESTAMP)
 
     keep = reasons == None  # noqa: E711
-    for index in np.flatnonzero(~keep):
+    for index in np.flatnonzero(~keep).tolist():
         result.rejections[reasons[index]] += 1
         result.rejected.append(
             {
                 "source_file": sources[index],
-                "index": int(index),
+                "index": index,
                 "reason": reasons[index],
                 "record": orjson.dumps(records[index], default=str).decode(),  # scrubbed, then cut to size
                 "_identity": identities[index],
             }
         )
+    kept_positions = np.flatnonzero(keep)
+    if not len(kept_positions):
+        return
+    everything_kept = len(kept_positions) == len(records)
     kept = pa.array(keep)
-    question_array, counts_q = scrub_array(pc.filter(question_array, kept))
-    answer_array, counts_a = scrub_array(pc.filter(answer_array, kept))
+    question_array, counts_q = scrub_array(question_array if everything_kept else pc.filter(question_array, kept))
+    answer_array, counts_a = scrub_array(answer_array if everything_kept else pc.filter(answer_array, kept))
     for kind in PII_KINDS:
         result.pii[kind] += counts_q[kind] + counts_a[kind]
 
-    columns = {
-        "question": question_array.to_pylist(),
-        "answer": answer_array.to_pylist(),
-        "timestamp": [t for t, k in zip(timestamps, keep, strict=True) if k],
-        "source_file": [s for s, k in zip(sources, keep, strict=True) if k],
-        **{
-            name: [v for v, k in zip(provenance[name], keep, strict=True) if k]
-            for name in ("slice", "production_set", "row_id")
-        },
-    }
-    if not columns["question"]:
-        return
-    hashes = pd.util.hash_array(
-        np.array([f"{q}\x1f{a}" for q, a in zip(columns["question"], columns["answer"], strict=True)], dtype=object),
-        categorize=False,
-    )
-    offset = len(result.lines)
-    result.lines.extend(
-        orjson.dumps(dict(zip(OUTPUT_COLUMNS, row, strict=True))) + b"\n"
-        for row in zip(*(columns[name] for name in OUTPUT_COLUMNS), strict=True)
-    )
-    result.hashes = np.concatenate([result.hashes, hashes])
-    result.questions = np.concatenate(
-        [result.questions, alnum_fingerprints(pd.Series(columns["question"], dtype="string"))]
-    )
-    result.identities.extend(identity for identity, k in zip(identities, keep, strict=True) if k)
-    stamps = [t for t in columns["timestamp"] if t is not None]
+    def kept_values(values: list[Any]) -> list[Any]:
+        return values if everything_kept else [values[i] for i in kept_positions.tolist()]
+
+    questions, answers = question_array.to_pylist(), answer_array.to_pylist()
+    times = kept_values(timestamps)
+    slices, sets, row_ids = (kept_values(provenance[name]) for name in ("slice", "production_set", "row_id"))
+    dumps = orjson.dumps
+    lines = [
+        dumps(
+            {
+                "question": q,
+                "answer": a,
+                "timestamp": t,
+                "source_file": f,
+                "slice": s,
+                "production_set": p,
+                "row_id": r,
+            }
+        )
+        for q, a, t, f, s, p, r in zip(
+            questions, answers, times, kept_values(sources), slices, sets, row_ids, strict=True
+        )
+    ]
+    offset = len(result.line_ends)
+    ends = np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)) + 1)
+    previous_end = int(result.line_ends[-1]) if offset else 0
+    result.output += b"\n".join(lines) + b"\n"
+    result.line_ends = np.concatenate([result.line_ends, ends + previous_end])
+    result.hashes = np.concatenate([result.hashes, _question_answer_hashes(question_array, answer_array)])
+    result.questions = np.concatenate([result.questions, alnum_fingerprints(question_array)])
+    kept_identities = np.array(kept_values(identities), dtype=IDENTITY_DTYPE)
+    result.identities = np.concatenate([result.identities, kept_identities])
+    stamps = [t for t in times if t is not None]
     if stamps:
         low, high = min(stamps), max(stamps)
         result.ts_min = low if result.ts_min is None else min(result.ts_min, low)
         result.ts_max = high if result.ts_max is None else max(result.ts_max, high)
-    for index, (set_name, row_id) in enumerate(zip(columns["production_set"], columns["row_id"], strict=True)):
+    for index, (set_name, row_id) in enumerate(zip(sets, row_ids, strict=True)):
         if set_name is not None and row_id is not None:
-            result.evaluation_rows.append((offset + index, str(set_name), str(row_id), columns["answer"][index]))
+            result.evaluation_rows.append((offset + index, str(set_name), str(row_id), answers[index]))
 
 
 REJECT_UNREADABLE_FILE = "unreadable_file"
@@ -281,9 +409,6 @@ def _scrub_rejected(result: ChunkResult) -> None:
         entry["record"] = truncate_text(scrub_record_text(entry["record"]), QUARANTINED_RECORD_CHARS)
 
 
-IDENTITY_DTYPE = "S16"  # 16-byte identities, compared as fixed-width byte strings
-
-
 def sorted_identities(data: bytes) -> np.ndarray:
     """Identities stored back to back (16 bytes each) as a sorted array, for :func:`np.searchsorted`."""
     usable = len(data) - len(data) % 16  # a damaged tail is ignored, never misread
@@ -305,22 +430,21 @@ class BatchAccumulator:
     already_published: int = 0
     fresh: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
 
-    def _earlier(self, identities: list[bytes]) -> np.ndarray:
+    def _earlier(self, identities: np.ndarray) -> np.ndarray:
         """Which of ``identities`` an earlier version accounted for (vectorized binary search)."""
-        values = np.array(identities, dtype=IDENTITY_DTYPE)
-        if not len(self.published) or not len(values):
-            return np.zeros(len(values), dtype=bool)
-        where = np.minimum(np.searchsorted(self.published, values), len(self.published) - 1)
-        return self.published[where] == values
+        if not len(self.published) or not len(identities):
+            return np.zeros(len(identities), dtype=bool)
+        where = np.minimum(np.searchsorted(self.published, identities), len(self.published) - 1)
+        return self.published[where] == identities
 
-    def _account(self, identities: list[bytes], earlier: np.ndarray) -> None:
-        new = np.array(identities, dtype=IDENTITY_DTYPE)[~earlier]
+    def _account(self, identities: np.ndarray, earlier: np.ndarray) -> None:
+        new = identities[~earlier]
         if len(new):
             self.identity_parts.append(new)
         self.already_published += int(earlier.sum())
 
-    def unique_lines(self, chunk: ChunkResult) -> tuple[list[bytes], list[int]]:
-        """Lines of ``chunk`` not seen before, and their positions within the chunk.
+    def unique_positions(self, chunk: ChunkResult) -> np.ndarray:
+        """Positions (within ``chunk``) of its lines not seen before, in order.
 
         ``self.fresh`` is left holding which lines no earlier version accounted for (duplicates
         within this version included): the online evaluation scores all of them.
@@ -328,22 +452,22 @@ class BatchAccumulator:
         earlier = self._earlier(chunk.identities)
         self._account(chunk.identities, earlier)
         self.fresh = ~earlier
-        lines, positions = [], []
-        for position, (line, digest) in enumerate(zip(chunk.lines, chunk.hashes.tolist(), strict=True)):
-            if earlier[position]:
-                continue
-            if digest in self.seen:
-                self.duplicates += 1
-                continue
-            self.seen.add(digest)
-            lines.append(line)
-            positions.append(position)
-        self.records_out += len(lines)
-        return lines, positions
+        candidates = np.flatnonzero(~earlier)
+        hashes = chunk.hashes[candidates]
+        first = np.zeros(len(candidates), dtype=bool)  # first of its pair within the chunk ...
+        first[np.unique(hashes, return_index=True)[1]] = True
+        values = hashes.tolist()
+        seen = self.seen
+        first &= ~np.fromiter(map(seen.__contains__, values), dtype=bool, count=len(values))  # ... and ever
+        seen.update(values)
+        positions = candidates[first]
+        self.duplicates += len(candidates) - len(positions)
+        self.records_out += len(positions)
+        return positions
 
     def new_rejected(self, chunk: ChunkResult) -> list[dict[str, Any]]:
         """Rejected records not accounted for before (a record that arrives again is not quarantined twice)."""
-        identities = [entry.pop("_identity") for entry in chunk.rejected]
+        identities = np.array([entry.pop("_identity") for entry in chunk.rejected], dtype=IDENTITY_DTYPE)
         earlier = self._earlier(identities)
         self._account(identities, earlier)
         return [entry for entry, done in zip(chunk.rejected, earlier.tolist(), strict=True) if not done]
@@ -353,6 +477,24 @@ class BatchAccumulator:
         if not self.identity_parts:
             return b""
         return np.unique(np.concatenate(self.identity_parts)).tobytes()
+
+
+def selected_lines(chunk: ChunkResult, positions: np.ndarray) -> bytes:
+    """The lines at ``positions`` (sorted) back to back: slices of the chunk's output, one per run
+    of consecutive positions (most lines are kept, so runs are long)."""
+    if len(positions) == len(chunk.line_ends):
+        return chunk.output
+    if not len(positions):
+        return b""
+    starts = np.concatenate([[0], chunk.line_ends[:-1]])
+    breaks = np.flatnonzero(np.diff(positions) != 1)
+    run_first = positions[np.concatenate([[0], breaks + 1])]
+    run_last = positions[np.concatenate([breaks, [len(positions) - 1]])]
+    output = chunk.output
+    return b"".join(
+        output[start:end]
+        for start, end in zip(starts[run_first].tolist(), chunk.line_ends[run_last].tolist(), strict=True)
+    )
 
 
 def dropped_fields(fields_seen: set[str]) -> list[str]:
