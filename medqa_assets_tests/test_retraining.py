@@ -245,7 +245,7 @@ def test_crash_at_each_step_then_rerun_finishes_exactly_once(
     class Crash(RuntimeError):
         pass
 
-    original_move = ObjectStore.move
+    original_move_many = ObjectStore.move_many
     original_write_json = ObjectStore.write_json
     original_open_write = ObjectStore.open_write
 
@@ -262,9 +262,9 @@ def test_crash_at_each_step_then_rerun_finishes_exactly_once(
                 raise Crash(crash_at)
             yield handle
 
-    def crashing_move(self: ObjectStore, source: str, destination: str) -> None:
-        original_move(self, source, destination)
-        raise Crash(crash_at)  # after the move: the re-run finds the file moved
+    def crashing_move_many(self: ObjectStore, moves: list[tuple[str, str]]) -> None:
+        original_move_many(self, moves)
+        raise Crash(crash_at)  # after the move: the re-run finds the files moved
 
     with dg.instance_for_test() as instance:
         with monkeypatch.context() as patch:
@@ -273,7 +273,7 @@ def test_crash_at_each_step_then_rerun_finishes_exactly_once(
             elif crash_at == "output":
                 patch.setattr(ObjectStore, "open_write", crashing_open_write)
             elif crash_at == "quarantine_move":
-                patch.setattr(ObjectStore, "move", crashing_move)
+                patch.setattr(ObjectStore, "move_many", crashing_move_many)
             else:
                 patch.setattr(publish_module, crash_at, lambda *a, **k: (_ for _ in ()).throw(Crash(crash_at)))
             assert tick(instance) == {"v1": False}

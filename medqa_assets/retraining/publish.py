@@ -52,24 +52,23 @@ def retire(store: ObjectStore, retire_after_seconds: float, now: float | None = 
     """Delete raw files that versions consumed completely and that nobody wrote for a while.
 
     A file is deleted only if it is still exactly what was consumed (conditional delete), so a
-    writer that appended meanwhile keeps its file and its new bytes for the next version.
+    writer that appended meanwhile keeps its file and its new bytes for the next version. The
+    ledger says when each file was last written as consumed; a later write would be later still,
+    so a file written too recently is passed over without asking the store, and an old enough one
+    is deleted without a lookup first: only a delete that did not happen costs one.
     """
     now = time.time() if now is None else now
     removals = set()
     retired = 0
     for key, entry in read_ledger(store).items():
-        try:
-            info = store.info(key)
-        except FileNotFoundError:
-            removals.add(key)
-            continue
-        if info.etag != entry.token or info.size != entry.end:
-            continue  # changed since: the next version takes the rest
-        if info.mtime is not None and now - info.mtime < retire_after_seconds:
+        if now - entry.consumed_at < retire_after_seconds:
             continue
         if entry.token and store.delete_if(key, entry.token):
             removals.add(key)
             retired += 1
+        elif not store.exists(key):
+            removals.add(key)
+        # else: changed since it was consumed, the next version takes the rest
     if removals:
         update_ledger(store, removals=removals)
     return retired
@@ -78,6 +77,6 @@ def retire(store: ObjectStore, retire_after_seconds: float, now: float | None = 
 def quarantine_snapshots(store: ObjectStore, moves: list[tuple[str, str, dict[str, Any]]]) -> None:
     """Unusable snapshots go from the archive to quarantine, each with a reason file (never their
     content). ``moves``: (archive key, quarantine key, reason). Safe to repeat: a moved file stays moved."""
-    for archive_key, target, reason in moves:
+    for _, target, reason in moves:
         store.write_json(target + ".reason.json", reason)
-        store.move(archive_key, target)
+    store.move_many([(archive_key, target) for archive_key, target, _ in moves])

@@ -66,8 +66,7 @@ def delete_expired_raw_inputs(
         expired = [item for item in raw_inputs(store, version) if item.mtime is not None and item.mtime < cutoff]
         if not expired:
             continue
-        for item in expired:
-            store.delete(item.key)
+        store.delete_many([item.key for item in expired])
         entries = [{"key": item.key, "size": item.size} for item in expired]
         report.deleted[version] = entries
         key = retention_key(version)

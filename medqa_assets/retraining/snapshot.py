@@ -120,11 +120,11 @@ def snapshot_file(
             if end == start and (start > 0 or info.size > 0):  # nothing new, or only a line being written
                 head, tail = fingerprints(store, key, end) if end else (None, None)
                 return {**entry, "status": "nothing_new", "size": 0, "head_sha256": head, "tail_sha256": tail}
-            sha256, size = store.copy_range(key, archived_key(version, key), start, end)
-            # fingerprints of the raw file's [0, end): from the immutable copy when it holds all of it
-            head, tail = (
-                fingerprints(store, archived_key(version, key), size) if start == 0 else fingerprints(store, key, end)
+            copied = store.copy_range(
+                key, archived_key(version, key), start, end, token=info.etag, edge_bytes=FINGERPRINT_BYTES
             )
+            # fingerprints of the raw file's [0, end): from the bytes copied when they are all of it
+            head, tail = (_sha256(copied.head), _sha256(copied.tail)) if start == 0 else fingerprints(store, key, end)
         except FileNotFoundError:
             return {"key": key, "status": "missing", "size": 0}
         except ConcurrentUpdate:
@@ -133,8 +133,8 @@ def snapshot_file(
             **entry,
             "status": "snapshot",
             "archive_key": archived_key(version, key),
-            "size": size,
-            "sha256": sha256,
+            "size": copied.size,
+            "sha256": copied.sha256,
             "head_sha256": head,
             "tail_sha256": tail,
         }

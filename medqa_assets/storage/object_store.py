@@ -9,6 +9,7 @@ setting to change.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -17,12 +18,14 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import fsspec.asyn
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,11 +36,15 @@ from medqa_assets.storage.layout import key_problem
 TEMP_PREFIX = ".tmp-"
 COPY_BLOCK_BYTES = 8 * 1024 * 1024
 CAS_ATTEMPTS = 50
+UPLOAD_PART_BYTES = 8 * 1024 * 1024  # S3 wants at least 5 MiB in every part but the last
+UPLOAD_PARTS_IN_FLIGHT = 2  # bounds a stream's memory to about (2 + 1) parts
+DELETE_BATCH = 1000  # the most keys one DeleteObjects takes
 ATTRS_METADATA_KEY = b"medqa_attrs"
 
 
 # A conditional write lost: the S3 error code, or the HTTP status when a server sends no code.
 PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412"})
+NO_SUCH_KEY = frozenset({"NoSuchKey", "404"})
 
 
 def s3_error_code(error: BaseException) -> str | None:
@@ -91,6 +98,16 @@ class ObjectInfo:
     def version_token(self) -> str:
         """Changes whenever the object's content changes: for caches keyed by object version."""
         return self.etag or f"{self.mtime}-{self.size}"
+
+
+@dataclass(frozen=True)
+class CopiedRange:
+    """What :meth:`ObjectStore.copy_range` wrote: its sha256, its size, its first and last bytes."""
+
+    sha256: str
+    size: int
+    head: bytes
+    tail: bytes
 
 
 def _is_s3(url: str) -> bool:
@@ -160,11 +177,17 @@ class ObjectStore:
                 secret=secret,
                 endpoint_url=endpoint_url,
                 use_listings_cache=False,
-                skip_instance_cache=True,
+                # fsspec's instance cache (per process, per settings) lets stores opened again and
+                # again, as each build worker's chunk does, share one client instead of paying
+                # for a new one (botocore's service models, an SSL context) every time.
                 config_kwargs={
                     "connect_timeout": 5,
                     "read_timeout": 30,
                     "retries": {"max_attempts": 2, "mode": "standard"},
+                    # no CRC32 of every upload besides SigV4's sha256 of it: checksums only where
+                    # S3 requires one (DeleteObjects)
+                    "request_checksum_calculation": "when_required",
+                    "response_checksum_validation": "when_required",
                 },
             )
             # s3fs retries every botocore attempt 5 more times by default: a dead endpoint would
@@ -261,13 +284,28 @@ class ObjectStore:
             return bool(self.fs.exists(self.path(key)))
 
     def read_bytes(self, key: str) -> bytes:
-        with self._translated_errors(f"read {key}"):
-            return self.fs.cat_file(self.path(key))
+        return self.read_many([(key, None, None)])[0]
 
     def read_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes ``start`` to ``end`` (exclusive) of an object: for sampling large objects."""
         with self._translated_errors(f"read {key}"):
             return self.fs.cat_file(self.path(key), start=start, end=end)
+
+    def read_many(self, requests: Sequence[tuple[str, int | None, int | None]]) -> list[bytes]:
+        """Bytes of several (key, start, end) requests, ``None`` bounds meaning the whole object.
+
+        S3: all requests at once (s3fs runs them side by side), so a batch of small objects
+        costs about one round trip; locally one read after the other.
+        """
+        what = requests[0][0] if len(requests) == 1 else f"{len(requests)} objects under {self.url}"
+        with self._translated_errors(f"read {what}"):
+            if not self.is_s3:
+                return [self.fs.cat_file(self.path(key), start=start, end=end) for key, start, end in requests]
+            paths = [self.path(key) for key, _, _ in requests]
+            starts = [start for _, start, _ in requests]
+            ends = [end for _, _, end in requests]
+            # max_concurrency=1: one GET per object, without s3fs's HEAD for the size first
+            return self.fs.cat_ranges(paths, starts, ends, on_error="raise", max_concurrency=1)
 
     def open_read(self, key: str) -> Any:
         with self._translated_errors(f"read {key}"):
@@ -313,19 +351,20 @@ class ObjectStore:
     def open_write(self, key: str) -> Iterator[Any]:
         """A binary stream to ``key`` that appears atomically when the block ends without error.
 
-        Local: a temporary file renamed into place. S3: a (multipart) upload that is completed
-        on success and aborted on error, so a failed write leaves the previous object intact.
+        Local: a temporary file renamed into place. S3: a multipart upload whose parts go out in
+        the background while the caller produces the next ones, completed on success and aborted
+        on error, so a failed write leaves the previous object intact.
         """
         with self._translated_errors(f"write {key}"):
             if self.is_s3:
-                handle = self.fs.open(self.path(key), "wb")
+                bucket, _, name = self.path(key).partition("/")
+                upload = _BackgroundUpload(self.fs, bucket, name)
                 try:
-                    yield handle
+                    yield upload
+                    upload.close()
                 except BaseException:
-                    handle.discard()  # aborts the multipart upload: the previous object stays
-                    handle.closed = True  # a discarded s3fs file must not try to upload again when collected
+                    upload.abort()
                     raise
-                handle.close()
                 return
             with self._atomic_local_file(key) as handle:
                 yield handle
@@ -334,22 +373,71 @@ class ObjectStore:
         with self._translated_errors(f"delete {key}"), contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.path(key))
 
-    def move(self, source: str, destination: str) -> None:
-        """Move one object; afterwards the destination exists and the source does not.
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete objects, absent ones included. S3: one DeleteObjects per 1000 keys."""
+        if not self.is_s3:
+            for key in keys:
+                self.delete(key)
+            return
+        paths = [self.path(key) for key in keys]
+        bucket = self.root.split("/")[0]
+        with self._translated_errors(f"delete {len(keys)} object(s) under {self.url}"):
+            for first in range(0, len(paths), DELETE_BATCH):
+                names = [{"Key": path.partition("/")[2]} for path in paths[first : first + DELETE_BATCH]]
+                response = self.fs.call_s3("delete_objects", Bucket=bucket, Delete={"Objects": names, "Quiet": True})
+                if response.get("Errors"):
+                    failed = response["Errors"][0]
+                    raise StoreError(f"cannot delete {failed.get('Key')}: {failed.get('Code')} {failed.get('Message')}")
 
-        Safe to repeat after a crash: if only the destination is left, it is a no-op.
+    def move_many(self, moves: Sequence[tuple[str, str]]) -> None:
+        """Move objects (source, destination); afterwards every destination exists and no source does.
+
+        S3: server-side copies side by side (CopyObject: up to 5 GB each), then one DeleteObjects
+        for all sources, with no existence probes. Safe to repeat after a crash: a source already
+        gone whose destination exists counts as moved (found out from the failed copy, not by
+        asking first).
         """
-        with self._translated_errors(f"move {source} to {destination}"):
-            if not self.fs.exists(self.path(source)):
-                if self.fs.exists(self.path(destination)):
-                    return
-                raise FileNotFoundError(source)
-            if self.is_s3:
-                self.fs.copy(self.path(source), self.path(destination))
-                self.fs.rm_file(self.path(source))
-            else:
-                Path(self.path(destination)).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.path(source), self.path(destination))
+        if not self.is_s3:
+            for source, destination in moves:
+                with self._translated_errors(f"move {source} to {destination}"):
+                    self._move_local(source, destination)
+            return
+        bucket = self.root.split("/")[0]
+        copies = [
+            {
+                "Bucket": bucket,
+                "Key": self.path(destination).partition("/")[2],
+                "CopySource": {"Bucket": bucket, "Key": self.path(source).partition("/")[2]},
+            }
+            for source, destination in moves
+        ]
+        with self._translated_errors(f"move {len(moves)} object(s) under {self.url}"):
+            results = self._s3_calls("copy_object", copies)
+            for (source, destination), result in zip(moves, results, strict=True):
+                if not isinstance(result, BaseException):
+                    continue
+                if not (s3_error_code(result) in NO_SUCH_KEY or isinstance(result, FileNotFoundError)):
+                    raise result
+                if not self.fs.exists(self.path(destination)):  # only when the source was gone
+                    raise FileNotFoundError(source) from result
+        self.delete_many([source for source, _ in moves])
+
+    def _move_local(self, source: str, destination: str) -> None:
+        if not os.path.exists(self.path(source)):
+            if os.path.exists(self.path(destination)):
+                return
+            raise FileNotFoundError(source)
+        Path(self.path(destination)).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path(source), self.path(destination))
+
+    def _s3_calls(self, method: str, calls: list[dict[str, Any]]) -> list[Any]:
+        """One S3 request per ``calls`` entry, side by side on s3fs's event loop; a failed request
+        leaves its exception in its place (s3fs's connection pool bounds how many run at once)."""
+
+        async def gather() -> list[Any]:
+            return await asyncio.gather(*(self.fs._call_s3(method, **call) for call in calls), return_exceptions=True)
+
+        return fsspec.asyn.sync(self.fs.loop, gather)
 
     def info(self, key: str) -> ObjectInfo:
         with self._translated_errors(f"look up {key}"):
@@ -556,32 +644,66 @@ class ObjectStore:
             os.close(descriptor)
 
     # -- copies and housekeeping ------------------------------------------------------------
-    def copy_range(self, source: str, destination: str, start: int, end: int) -> tuple[str, int]:
+    def copy_range(
+        self, source: str, destination: str, start: int, end: int, *, token: str | None = None, edge_bytes: int = 0
+    ) -> CopiedRange:
         """Copy bytes ``start`` to ``end`` of ``source`` to ``destination`` in bounded memory.
 
-        Returns (sha256, size) of what was written. On S3 every ranged read is pinned to the
-        ETag the source had when opened, so a source replaced mid-copy fails the copy instead
-        of mixing two versions.
+        Returns the sha256 and size of what was written, and its first and last ``edge_bytes``.
+        On S3 every read is pinned to the source's ETag (``token``, else the one it had when
+        opened), so a source replaced mid-copy fails the copy instead of mixing two versions.
         """
         digest = hashlib.sha256()
         written = 0
+        head = tail = b""
         try:
-            with self.open_read(source) as reader, self.open_write(destination) as writer:
-                reader.seek(start)
-                while written < end - start:
-                    block = reader.read(min(COPY_BLOCK_BYTES, end - start - written))
-                    if not block:
-                        raise ConcurrentUpdate(f"{source} shrank while it was copied")
+            with self._translated_errors(f"copy {source}"), self.open_write(destination) as writer:
+                for block in self._source_blocks(source, start, end, token):
                     writer.write(block)
                     digest.update(block)
                     written += len(block)
+                    if edge_bytes:
+                        head += block[: max(0, edge_bytes - len(head))]
+                        tail = (tail + block[-edge_bytes:])[-edge_bytes:]
         except (ConcurrentUpdate, FileNotFoundError, StoreError):
             raise
         except Exception as error:
             if s3_error_code(error) in PRECONDITION_FAILED:  # replaced since it was opened
                 raise ConcurrentUpdate(f"{source} was replaced while it was copied") from error
             raise
-        return digest.hexdigest(), written
+        return CopiedRange(digest.hexdigest(), written, head, tail)
+
+    def _source_blocks(self, source: str, start: int, end: int, token: str | None) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of ``source`` in blocks of at most ``COPY_BLOCK_BYTES``. S3 with a
+        token: one ranged GET per block, each only while the ETag is still ``token`` (no HEAD first)."""
+        if self.is_s3 and token:
+            bucket, _, name = self.path(source).partition("/")
+
+            async def get(first: int, last: int) -> bytes:
+                response = await self.fs._call_s3(
+                    "get_object", Bucket=bucket, Key=name, Range=f"bytes={first}-{last - 1}", IfMatch=f'"{token}"'
+                )
+                try:
+                    return await response["Body"].read()
+                finally:
+                    response["Body"].close()
+
+            for first in range(start, end, COPY_BLOCK_BYTES):
+                last = min(end, first + COPY_BLOCK_BYTES)
+                block = fsspec.asyn.sync(self.fs.loop, get, first, last)
+                if len(block) < last - first:
+                    raise ConcurrentUpdate(f"{source} shrank while it was copied")
+                yield block
+            return
+        with self.open_read(source) as reader:
+            reader.seek(start)
+            position = start
+            while position < end:
+                block = reader.read(min(COPY_BLOCK_BYTES, end - position))
+                if not block:
+                    raise ConcurrentUpdate(f"{source} shrank while it was copied")
+                position += len(block)
+                yield block
 
     def sweep_temporary_files(self, prefix: str, older_than_s: float = 3600) -> int:
         """Remove what killed runs left under ``prefix``: temporary files (local) or unfinished
@@ -648,6 +770,84 @@ class ObjectStore:
         if attrs:
             frame.attrs = json.loads(attrs)
         return frame
+
+
+class _BackgroundUpload:
+    """A write-only stream to one S3 object: each part is sent on s3fs's event loop while the
+    caller produces the next (at most ``UPLOAD_PARTS_IN_FLIGHT`` waiting), so writing does not
+    wait for the network. An object smaller than one part is one PUT at :meth:`close`."""
+
+    def __init__(self, fs: Any, bucket: str, key: str, part_bytes: int = UPLOAD_PART_BYTES) -> None:
+        self._fs = fs
+        self._target = {"Bucket": bucket, "Key": key}
+        self._part_bytes = part_bytes
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._upload_id: str | None = None
+        self._parts: list[Future] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self._buffer.append(bytes(data))
+        self._buffered += len(data)
+        if self._buffered >= self._part_bytes:
+            self._send_part()
+        return len(data)
+
+    def _take_buffer(self) -> bytes:
+        data = b"".join(self._buffer)
+        self._buffer, self._buffered = [], 0
+        return data
+
+    def _send_part(self) -> None:
+        if self._upload_id is None:
+            self._upload_id = self._fs.call_s3("create_multipart_upload", **self._target)["UploadId"]
+        pending = [part for part in self._parts if not part.done()]
+        if len(pending) >= UPLOAD_PARTS_IN_FLIGHT:
+            pending[0].result()  # back-pressure; raises if that part failed
+        failed = next((part.exception() for part in self._parts if part.done() and part.exception()), None)
+        if failed is not None:
+            raise failed
+        call = self._fs._call_s3(
+            "upload_part",
+            **self._target,
+            UploadId=self._upload_id,
+            PartNumber=len(self._parts) + 1,
+            Body=self._take_buffer(),
+        )
+        self._parts.append(asyncio.run_coroutine_threadsafe(call, self._fs.loop))
+
+    def close(self) -> None:
+        """Complete the object: everything written appears at once."""
+        if self.closed:
+            return
+        if self._upload_id is None:
+            self._fs.call_s3("put_object", **self._target, Body=self._take_buffer())
+        else:
+            if self._buffered:
+                self._send_part()
+            etags = [{"PartNumber": n, "ETag": part.result()["ETag"]} for n, part in enumerate(self._parts, start=1)]
+            self._fs.call_s3(
+                "complete_multipart_upload",
+                **self._target,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": etags},
+            )
+        self.closed = True
+
+    def abort(self) -> None:
+        """Drop what was written: the previous object, if any, stays as it was."""
+        self.closed = True
+        self._buffer = []
+        if self._upload_id is None:
+            return
+        # The error that got here matters more than a failed clean-up, which the sweep of
+        # unfinished uploads (sweep_temporary_files) catches later.
+        with contextlib.suppress(Exception):
+            for part in self._parts:
+                with contextlib.suppress(Exception):
+                    part.result()  # parts in flight finish first, or the abort could miss them
+            self._fs.call_s3("abort_multipart_upload", **self._target, UploadId=self._upload_id)
 
 
 def _local_token(stat: os.stat_result) -> str:
