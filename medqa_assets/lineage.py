@@ -42,6 +42,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -133,6 +134,13 @@ def _seed_sqlite(db_path: Path) -> None:
         return
 
 
+def _import_mlflow() -> None:
+    import mlflow.entities  # noqa: F401 - the modules log_datasets uses
+    import mlflow.exceptions  # noqa: F401
+    import mlflow.models  # noqa: F401
+    import mlflow.store.db.utils  # noqa: F401
+
+
 @dataclass(frozen=True)
 class LineageDataset:
     """One dataset input of a lineage run."""
@@ -198,6 +206,13 @@ class MlflowLineageResource(dg.ConfigurableResource):
     tracking_uri: str | None = None
     experiment_name: str = EXPERIMENT_NAME
     enabled: bool = True
+
+    def import_in_background(self) -> None:
+        """Start importing MLflow (about a second) while the caller works, so that recording finds
+        it loaded. Call it after any worker processes are forked: a process forked mid-import
+        would inherit the import's locks."""
+        if self.enabled:
+            threading.Thread(target=_import_mlflow, name="mlflow-import", daemon=True).start()
 
     def resolved_tracking_uri(self) -> str:
         settings = Settings.from_env()

@@ -108,7 +108,13 @@ def retraining_data(
         ) from None
     already_published = is_published(object_store, version)
     try:
-        metadata = build_version(object_store, version, manifest, log=context.log.info)
+        metadata = build_version(
+            object_store,
+            version,
+            manifest,
+            log=context.log.info,
+            workers_started=mlflow.import_in_background if not already_published else lambda: None,
+        )
     except ManifestMismatch as error:
         raise dg.Failure(str(error)) from error
     mlflow_run_id = (

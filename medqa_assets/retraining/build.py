@@ -110,13 +110,17 @@ def worker_count() -> int:
     return max(1, int(raw)) if raw.isdigit() else max(1, os.cpu_count() or 1)
 
 
-def _chunk_results(store: ObjectStore, chunks: list[list[WorkItem]]) -> Iterator[ChunkResult]:
-    """Chunk results in manifest order, from a process pool when the batch is large."""
+def _chunk_results(
+    store: ObjectStore, chunks: list[list[WorkItem]], workers_started: Callable[[], None]
+) -> Iterator[ChunkResult]:
+    """Chunk results in manifest order, from a process pool when the batch is large.
+    ``workers_started`` is called once no more processes will be forked."""
     spec = StoreSpec(store.url if not store.is_s3 else f"s3://{store.root}", store.endpoint_url)
     configured = Settings.from_env().non_answer_texts
     non_answers = DEFAULT_NON_ANSWERS if configured is None else configured
     workers = min(worker_count(), len(chunks))
     if workers <= 1 or sum(item.nbytes for chunk in chunks for item in chunk) < INLINE_BYTES:
+        workers_started()
         for chunk in chunks:
             yield transform_chunk(store, chunk, non_answers)
         return
@@ -124,6 +128,8 @@ def _chunk_results(store: ObjectStore, chunks: list[list[WorkItem]]) -> Iterator
         pending: deque[Future[ChunkResult]] = deque()
         for chunk in chunks:  # a bounded window: finished chunks never pile up in memory
             pending.append(pool.submit(process_chunk, spec, chunk, non_answers))
+            if len(pending) == 1:  # the first submission forks every worker
+                workers_started()
             if len(pending) > 2 * workers:
                 yield pending.popleft().result()
         while pending:
@@ -161,9 +167,15 @@ def is_published(store: ObjectStore, version: str) -> bool:
 
 
 def build_version(
-    store: ObjectStore, version: str, manifest: dict[str, Any], log: Callable[[str], None] = print
+    store: ObjectStore,
+    version: str,
+    manifest: dict[str, Any],
+    log: Callable[[str], None] = print,
+    workers_started: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """Build, finish and publish ``version``; returns its metadata. Idempotent."""
+    """Build, finish and publish ``version``; returns its metadata. Idempotent.
+
+    ``workers_started`` is called once no more worker processes will be forked (threads may start)."""
     if is_published(store, version):
         log(f"{version} is already published; nothing to do")
         return store.read_json(retraining_metadata_key(version))
@@ -185,7 +197,7 @@ def build_version(
     with store.open_write(output_key) as output:
         chunks = chunked(items)
         next_report = time.monotonic() + PROGRESS_EVERY_SECONDS
-        for done, chunk in enumerate(_chunk_results(store, chunks), start=1):
+        for done, chunk in enumerate(_chunk_results(store, chunks, workers_started), start=1):
             positions = accumulator.unique_positions(chunk)
             data = selected_lines(chunk, positions)
             output.write(data)
