@@ -243,10 +243,10 @@ def _listed_non_answers(answers: pa.Array, non_answers: tuple[str, ...]) -> np.n
     return listed
 
 
-def _question_answer_hashes(questions: pa.Array, answers: pa.Array) -> np.ndarray:
+def _question_answer_hashes(questions: list[str], answers: list[str]) -> np.ndarray:
     """A 64-bit hash of each (question, answer) pair, for exact de-duplication."""
-    pairs = pc.binary_join_element_wise(questions, answers, pa.scalar("\x1f", pa.large_string()))
-    return pd.util.hash_array(pairs.to_numpy(zero_copy_only=False), categorize=False)
+    pairs = pd.DataFrame({"question": questions, "answer": answers}, dtype=object)
+    return pd.util.hash_pandas_object(pairs, index=False, categorize=False).to_numpy()
 
 
 def transform_records(
@@ -342,7 +342,7 @@ def transform_records(
     previous_end = int(result.line_ends[-1]) if offset else 0
     result.output += b"\n".join(lines) + b"\n"
     result.line_ends = np.concatenate([result.line_ends, ends + previous_end])
-    result.hashes = np.concatenate([result.hashes, _question_answer_hashes(question_array, answer_array)])
+    result.hashes = np.concatenate([result.hashes, _question_answer_hashes(questions, answers)])
     result.questions = np.concatenate([result.questions, alnum_fingerprints(question_array)])
     kept_identities = np.array(kept_values(identities), dtype=IDENTITY_DTYPE)
     result.identities = np.concatenate([result.identities, kept_identities])
