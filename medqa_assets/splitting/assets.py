@@ -150,8 +150,9 @@ def dataset_split(
     files = {}
     for name, frame in splits.items():
         serialized = JsonLinesFrame.of(frame)
-        files[name] = {"key": SPLIT_KEYS[name], "rows": len(frame), "sha256": serialized.sha256}
-        yield dg.Output(serialized, output_name=name, metadata={"rows": len(frame), "sha256": serialized.sha256})
+        digest = serialized.sha256
+        files[name] = {"key": SPLIT_KEYS[name], "rows": len(frame), "sha256": digest}
+        yield dg.Output(serialized, output_name=name, metadata={"rows": len(frame), "sha256": digest})
 
     attrs = medquad_clean.attrs
     metadata = {
