@@ -238,7 +238,7 @@ def test_retiring_asks_the_store_only_about_files_old_enough(store: ObjectStore,
     assert store.exists(fresh) and store.exists(appended) and not store.exists(old)
 
 
-def test_copies_read_only_while_the_source_is_what_was_looked_up(store: ObjectStore, sent: Counter) -> None:
+def test_copies_read_only_the_version_that_was_looked_up(store: ObjectStore, sent: Counter) -> None:
     data = b"".join(b"line %d\n" % n for n in range(2000))
     store.write_bytes("raw/a.jsonl", data)
     token = store.info("raw/a.jsonl").etag
@@ -248,10 +248,21 @@ def test_copies_read_only_while_the_source_is_what_was_looked_up(store: ObjectSt
     assert store.read_bytes("archive/a.jsonl") == data[100:]
     assert (copied.sha256, copied.size) == (hashlib.sha256(data[100:]).hexdigest(), len(data) - 100)
     assert (copied.head, copied.tail) == (data[100:164], data[-64:])
+    sent.clear()
+    whole = store.copy_range("raw/a.jsonl", "archive/w.jsonl", 0, len(data), token=token, size=len(data), edge_bytes=64)
+    assert sent == {"CopyObject": 1, "GetObject": 1}  # server-side: the bytes come to the client only once
+    assert store.read_bytes("archive/w.jsonl") == data
+    assert (whole.sha256, whole.size, whole.head, whole.tail) == (
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+        data[:64],
+        data[-64:],
+    )
     store.write_bytes("raw/a.jsonl", data + b"appended\n")
-    with pytest.raises(ConcurrentUpdate):
-        store.copy_range("raw/a.jsonl", "archive/b.jsonl", 0, len(data), token=token)
-    assert not store.exists("archive/b.jsonl")
+    for start, name in ((1, "archive/b.jsonl"), (0, "archive/c.jsonl")):
+        with pytest.raises(ConcurrentUpdate):
+            store.copy_range("raw/a.jsonl", name, start, len(data), token=token, size=len(data))
+        assert not store.exists(name)
 
 
 def test_stores_opened_again_share_one_client(store: ObjectStore) -> None:

@@ -30,6 +30,7 @@ from medqa_assets.storage.layout import (
     ARCHIVE_PREFIX,
     CONTROL_PREFIX,
     QUARANTINE_PREFIX,
+    RAW_LOGS_PREFIX,
     TRANSFORMED_PREFIX,
     archive_prefix,
     archived_key,
@@ -38,7 +39,7 @@ from medqa_assets.storage.layout import (
     quarantine_prefix,
     version_number,
 )
-from medqa_assets.storage.object_store import ConcurrentUpdate, ObjectStore
+from medqa_assets.storage.object_store import ConcurrentUpdate, ObjectInfo, ObjectStore
 
 TAIL_LOOKBACK_BYTES = 1024 * 1024
 SNAPSHOT_ATTEMPTS = 5
@@ -98,13 +99,17 @@ def snapshot_file(
     consumed: Consumed | None,
     settle_seconds: float,
     now: float | None = None,
+    listed: ObjectInfo | None = None,
 ) -> dict[str, Any]:
-    """Copy what is new in one claimed file to the archive; returns its manifest entry."""
+    """Copy what is new in one claimed file to the archive; returns its manifest entry.
+
+    ``listed``: the file as an S3 listing just saw it, for the first attempt instead of a lookup
+    (the copy reads only the version with that ETag); a later attempt looks the file up again."""
     key = decided.key
     for _ in range(SNAPSHOT_ATTEMPTS):
         now_s = time.time() if now is None else now
         try:
-            info = store.info(key)
+            info, listed = listed or store.info(key), None
             start = consumed.end if _consumed_prefix_intact(store, key, info.size, consumed) else 0
             end = info.size
             still_written = info.mtime is not None and now_s - info.mtime < settle_seconds
@@ -121,7 +126,13 @@ def snapshot_file(
                 head, tail = fingerprints(store, key, end) if end else (None, None)
                 return {**entry, "status": "nothing_new", "size": 0, "head_sha256": head, "tail_sha256": tail}
             copied = store.copy_range(
-                key, archived_key(version, key), start, end, token=info.etag, edge_bytes=FINGERPRINT_BYTES
+                key,
+                archived_key(version, key),
+                start,
+                end,
+                token=info.etag,
+                size=info.size,
+                edge_bytes=FINGERPRINT_BYTES,
             )
             # fingerprints of the raw file's [0, end): from the bytes copied when they are all of it
             head, tail = (_sha256(copied.head), _sha256(copied.tail)) if start == 0 else fingerprints(store, key, end)
@@ -177,10 +188,17 @@ def prepare_version(
     elif decision is not None and decision.decision_id != claim.decision_id:
         raise VersionRefused(f"{version} was claimed by another tick's decision; this run stops")
     ledger = read_ledger(store)
+    # S3: one listing instead of a lookup per file (each copy reads only the version listed)
+    listing = {info.key: info for info in store.list(RAW_LOGS_PREFIX)} if store.is_s3 else {}
     # files are independent: on S3 each is several round trips, so overlap them
     with ThreadPoolExecutor(max_workers=SNAPSHOT_THREADS if store.is_s3 else 1) as pool:
         files = list(
-            pool.map(lambda f: snapshot_file(store, version, f, ledger.get(f.key), settle_seconds), claim.files)
+            pool.map(
+                lambda f: snapshot_file(
+                    store, version, f, ledger.get(f.key), settle_seconds, listed=listing.get(f.key)
+                ),
+                claim.files,
+            )
         )
     manifest = {
         "version": version,

@@ -35,6 +35,7 @@ from medqa_assets.storage.layout import key_problem
 
 TEMP_PREFIX = ".tmp-"
 COPY_BLOCK_BYTES = 8 * 1024 * 1024
+COPY_OBJECT_MAX_BYTES = 5 * 1024**3  # the largest object one CopyObject copies
 CAS_ATTEMPTS = 50
 UPLOAD_PART_BYTES = 8 * 1024 * 1024  # S3 wants at least 5 MiB in every part but the last
 UPLOAD_PARTS_IN_FLIGHT = 2  # bounds a stream's memory to about (2 + 1) parts
@@ -645,33 +646,50 @@ class ObjectStore:
 
     # -- copies and housekeeping ------------------------------------------------------------
     def copy_range(
-        self, source: str, destination: str, start: int, end: int, *, token: str | None = None, edge_bytes: int = 0
+        self,
+        source: str,
+        destination: str,
+        start: int,
+        end: int,
+        *,
+        token: str | None = None,
+        size: int | None = None,
+        edge_bytes: int = 0,
     ) -> CopiedRange:
         """Copy bytes ``start`` to ``end`` of ``source`` to ``destination`` in bounded memory.
 
         Returns the sha256 and size of what was written, and its first and last ``edge_bytes``.
         On S3 every read is pinned to the source's ETag (``token``, else the one it had when
         opened), so a source replaced mid-copy fails the copy instead of mixing two versions.
+        When the range is all of a source of ``size`` bytes, S3 copies it server-side
+        (CopyObject if the ETag is still ``token``) and the digest is read from the copy: the
+        bytes cross the network once, not twice.
         """
-        digest = hashlib.sha256()
-        written = 0
-        head = tail = b""
         try:
-            with self._translated_errors(f"copy {source}"), self.open_write(destination) as writer:
-                for block in self._source_blocks(source, start, end, token):
-                    writer.write(block)
-                    digest.update(block)
-                    written += len(block)
-                    if edge_bytes:
-                        head += block[: max(0, edge_bytes - len(head))]
-                        tail = (tail + block[-edge_bytes:])[-edge_bytes:]
+            with self._translated_errors(f"copy {source}"):
+                if self.is_s3 and token and start == 0 and end == size and size <= COPY_OBJECT_MAX_BYTES:
+                    copied = self._copy_object(source, destination, token)
+                    return _digest(self._source_blocks(destination, 0, end, copied), edge_bytes)
+                with self.open_write(destination) as writer:
+                    return _digest(self._source_blocks(source, start, end, token), edge_bytes, writer.write)
         except (ConcurrentUpdate, FileNotFoundError, StoreError):
             raise
         except Exception as error:
-            if s3_error_code(error) in PRECONDITION_FAILED:  # replaced since it was opened
+            if s3_error_code(error) in PRECONDITION_FAILED:  # replaced since it was looked up or opened
                 raise ConcurrentUpdate(f"{source} was replaced while it was copied") from error
             raise
-        return CopiedRange(digest.hexdigest(), written, head, tail)
+
+    def _copy_object(self, source: str, destination: str, token: str) -> str:
+        """A server-side copy of ``source`` as it is at ETag ``token``; returns the copy's ETag."""
+        bucket, _, name = self.path(source).partition("/")
+        response = self.fs.call_s3(
+            "copy_object",
+            Bucket=bucket,
+            Key=self.path(destination).partition("/")[2],
+            CopySource={"Bucket": bucket, "Key": name},
+            CopySourceIfMatch=f'"{token}"',
+        )
+        return response["CopyObjectResult"]["ETag"].strip('"')
 
     def _source_blocks(self, source: str, start: int, end: int, token: str | None) -> Iterator[bytes]:
         """Bytes ``[start, end)`` of ``source`` in blocks of at most ``COPY_BLOCK_BYTES``. S3 with a
@@ -770,6 +788,22 @@ class ObjectStore:
         if attrs:
             frame.attrs = json.loads(attrs)
         return frame
+
+
+def _digest(blocks: Iterator[bytes], edge_bytes: int, sink: Callable[[bytes], Any] | None = None) -> CopiedRange:
+    """sha256, size and first and last ``edge_bytes`` of ``blocks``, each also given to ``sink``."""
+    digest = hashlib.sha256()
+    size = 0
+    head = tail = b""
+    for block in blocks:
+        if sink is not None:
+            sink(block)
+        digest.update(block)
+        size += len(block)
+        if edge_bytes:
+            head += block[: max(0, edge_bytes - len(head))]
+            tail = (tail + block[-edge_bytes:])[-edge_bytes:]
+    return CopiedRange(digest.hexdigest(), size, head, tail)
 
 
 class _BackgroundUpload:
