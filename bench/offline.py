@@ -6,9 +6,10 @@ user meets: the bundled snapshot (the default, no setting) and the full MedQuAD 
 
 Every measurement runs in its own process (peak memory is that process's), interleaved and
 repeated; the best of the repeats counts, since other work on the machine only adds time.
-``--compare-with REV`` runs the graph of git revision REV (its package exported to a temporary directory) in the same
-rounds, so before and after are measured side by side. MLflow lineage is off unless ``--lineage``:
-importing MLflow costs about 2.3 s once per process, whatever the data.
+``--compare-with REV`` runs the graph of git revision REV (its package exported to a temporary
+directory) in the same rounds, so before and after are measured side by side. CPU seconds are
+printed beside wall time: on a busy machine they move less. MLflow lineage is off unless
+``--lineage``: importing MLflow costs about 2.3 s once per process, whatever the data.
 Targets: the graph within 3x of the plain script on the default source and 4x on the full XML,
 on 2 cores; the whole pipeline <= 10 s and <= 1.5 GB peak.
 """
