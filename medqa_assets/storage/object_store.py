@@ -111,6 +111,10 @@ class CopiedRange:
     tail: bytes
 
 
+def _plain_http(endpoint_url: str | None) -> bool:
+    return bool(endpoint_url) and str(endpoint_url).startswith("http://")
+
+
 def _is_s3(url: str) -> bool:
     return url.startswith("s3://")
 
@@ -185,10 +189,10 @@ class ObjectStore:
                     "connect_timeout": 5,
                     "read_timeout": 30,
                     "retries": {"max_attempts": 2, "mode": "standard"},
-                    # no CRC32 of every upload besides SigV4's sha256 of it: checksums only where
-                    # S3 requires one (DeleteObjects)
-                    "request_checksum_calculation": "when_required",
-                    "response_checksum_validation": "when_required",
+                    # Without TLS SigV4 signs every upload's sha256; a CRC32 of it as well would
+                    # only cost CPU, so checksums go only where S3 requires one (DeleteObjects).
+                    # Over https they stay: there the CRC32 is what spares the sha256.
+                    **({"request_checksum_calculation": "when_required"} if _plain_http(endpoint_url) else {}),
                 },
             )
             # s3fs retries every botocore attempt 5 more times by default: a dead endpoint would
