@@ -37,8 +37,8 @@ _PARQUET_KEYS = {MEDQUAD_RAW, MEDQUAD_CLEAN}
 
 @dataclass(frozen=True)
 class JsonLinesFrame:
-    """A frame with its JSON Lines serialization, made once: the bytes whose sha256 an asset
-    reports are the bytes the IO manager stores."""
+    """An asset output for :class:`ObjectStoreIOManager`: a frame with its JSON Lines, serialized
+    once, so the bytes whose sha256 the asset reports are the bytes the manager stores."""
 
     frame: pd.DataFrame
     data: bytes
