@@ -67,6 +67,9 @@ METADATA_ARTIFACT = "metadata.json"
 LOCAL_DB_KEY = "mlflow/mlflow.db"  # under the local store root
 S3_FALLBACK_DB = Path(".medqa") / "mlflow.db"  # under the working directory
 SCHEMA_SAMPLE_ROWS = 200
+# MLflow 3 reports usage to mlflow-telemetry.io unless told not to; a medical data platform does
+# not call out by default (MLFLOW_DISABLE_TELEMETRY=false in the environment allows it)
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 _USERINFO_RE = re.compile(r"(?<=//)[^/@\s]+@")
 _BAD_KEY_RE = re.compile(r"[^A-Za-z0-9_\-. /]")
 

@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -292,3 +293,15 @@ def test_sensor_version_reaches_mlflow_unattended_on_the_deployment_instance(
     assert {t.key: t.value for t in dataset_input.tags}["sha256"] == metadata["output"]["sha256"]
     assert store.read_text(layout.VERSION_TRACKER).strip() == "1"
     assert compute_logs, "no step logs reached the S3 compute-log bucket"
+
+
+def test_lineage_keeps_mlflow_from_reporting_usage_outside_ci() -> None:
+    """MLflow 3 sends usage telemetry unless told not to (it stays quiet by itself only in CI)."""
+    ci_markers = {"CI", "PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"}
+    environment = {k: v for k, v in os.environ.items() if k not in ci_markers}
+    script = (
+        "import medqa_assets.lineage, mlflow.telemetry.utils as t; "
+        "print(t.is_telemetry_disabled(), t._IS_IN_CI_ENV_OR_TESTING)"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
+    assert completed.stdout.split() == ["True", "False"], completed.stderr[-2000:]
