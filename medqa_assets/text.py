@@ -60,7 +60,12 @@ def alnum_fingerprints(values: pd.Series | pa.Array) -> np.ndarray:
     keep = _KEEP_BYTE[data]
     lengths = np.diff(offsets)
     starts = (offsets[:-1] - offsets[0]).clip(max=max(len(data) - 1, 0))
-    kept_per_text = np.add.reduceat(keep, starts, dtype=np.int64) if len(data) else np.zeros(len(lengths), np.int64)
+    # summed as bytes into 32-bit counts: several times faster than booleans into 64-bit ones
+    kept_per_text = (
+        np.add.reduceat(keep.view(np.uint8), starts, dtype=np.uint32).astype(np.int64)
+        if len(data)
+        else np.zeros(len(lengths), np.int64)
+    )
     kept_per_text[lengths == 0] = 0  # reduceat gives the element at an empty segment's start
     new_offsets = np.concatenate([[0], np.cumsum(kept_per_text)]).astype(np.int64)
     kept = pa.LargeStringArray.from_buffers(len(lowered), pa.py_buffer(new_offsets), pa.py_buffer(data[keep].tobytes()))
