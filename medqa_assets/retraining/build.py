@@ -35,6 +35,7 @@ from medqa_assets.retraining.publish import publish, quarantine_snapshots
 from medqa_assets.retraining.reading import (
     UNREADABLE_FILE,
     WorkItem,
+    batches,
     read_items,
     work_items,
 )
@@ -94,15 +95,8 @@ def process_chunk(spec: StoreSpec, items: list[WorkItem], non_answers: tuple[str
 
 
 def chunked(items: list[WorkItem], chunk_bytes: int = CHUNK_BYTES) -> list[list[WorkItem]]:
-    chunks: list[list[WorkItem]] = [[]]
-    size = 0
-    for item in items:
-        if chunks[-1] and size + item.nbytes > chunk_bytes:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(item)
-        size += item.nbytes
-    return [chunk for chunk in chunks if chunk]
+    """Consecutive items of about ``chunk_bytes`` per chunk, the unit a worker transforms."""
+    return list(batches(items, chunk_bytes))
 
 
 def worker_count() -> int:

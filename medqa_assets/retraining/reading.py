@@ -124,7 +124,7 @@ def read_verified(store: ObjectStore, item: WorkItem) -> bytes:
     return _verified(store, item, store.read_many([_request(item)])[0])
 
 
-def _batches(items: list[WorkItem], window_bytes: int) -> Iterator[list[WorkItem]]:
+def batches(items: list[WorkItem], window_bytes: int) -> Iterator[list[WorkItem]]:
     """Consecutive items of about ``window_bytes`` together (an item larger than that alone)."""
     batch: list[WorkItem] = []
     size = 0
@@ -149,18 +149,18 @@ def read_items(store: ObjectStore, items: list[WorkItem]) -> Iterator[tuple[Work
         for item in items:
             yield item, read_verified(store, item)
         return
-    batches = list(_batches(items, PREFETCH_BYTES))
+    windows = list(batches(items, PREFETCH_BYTES))
 
     def fetch(batch: list[WorkItem]) -> list[bytes]:
         return store.read_many([_request(item) for item in batch])
 
-    if not batches:
+    if not windows:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as prefetch:
-        following = prefetch.submit(fetch, batches[0])
-        for index, batch in enumerate(batches):
+        following = prefetch.submit(fetch, windows[0])
+        for index, batch in enumerate(windows):
             data = following.result()
-            if index + 1 < len(batches):
-                following = prefetch.submit(fetch, batches[index + 1])
+            if index + 1 < len(windows):
+                following = prefetch.submit(fetch, windows[index + 1])
             for item, raw in zip(batch, data, strict=True):
                 yield item, _verified(store, item, raw)
