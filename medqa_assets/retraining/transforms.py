@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ REJECT_NON_STRING = "non_string_field"
 REJECT_TOO_LARGE = "record_too_large"
 REJECT_NON_ANSWER = "non_answer"  # a timeout text, a blank answer, the answer of a failed request
 REJECT_BAD_TIMESTAMP = "invalid_timestamp"
+SERIALIZE_BATCH_ROWS = 4096
 IDENTITY_DTYPE = "S16"  # 16-byte identities, compared as fixed-width byte strings
 
 
@@ -245,8 +247,8 @@ def _listed_non_answers(answers: pa.Array, non_answers: tuple[str, ...]) -> np.n
 
 def _question_answer_hashes(questions: list[str], answers: list[str]) -> np.ndarray:
     """A 64-bit hash of each (question, answer) pair, for exact de-duplication."""
-    pairs = pd.DataFrame({"question": questions, "answer": answers}, dtype=object)
-    return pd.util.hash_pandas_object(pairs, index=False, categorize=False).to_numpy()
+    pairs = np.array([f"{q}\x1f{a}" for q, a in zip(questions, answers, strict=True)], dtype=object)
+    return pd.util.hash_array(pairs, categorize=False)
 
 
 def transform_records(
@@ -320,27 +322,32 @@ def transform_records(
     questions, answers = question_array.to_pylist(), answer_array.to_pylist()
     times = kept_values(timestamps)
     slices, sets, row_ids = (kept_values(provenance[name]) for name in ("slice", "production_set", "row_id"))
+    rows = zip(questions, answers, times, kept_values(sources), slices, sets, row_ids, strict=True)
+    parts, lengths = [], []
     dumps = orjson.dumps
-    lines = [
-        dumps(
-            {
-                "question": q,
-                "answer": a,
-                "timestamp": t,
-                "source_file": f,
-                "slice": s,
-                "production_set": p,
-                "row_id": r,
-            }
-        )
-        for q, a, t, f, s, p, r in zip(
-            questions, answers, times, kept_values(sources), slices, sets, row_ids, strict=True
-        )
-    ]
+    while True:  # in batches: each orjson result holds a 4 KB buffer until it is joined and freed
+        lines = [
+            dumps(
+                {
+                    "question": q,
+                    "answer": a,
+                    "timestamp": t,
+                    "source_file": f,
+                    "slice": s,
+                    "production_set": p,
+                    "row_id": r,
+                }
+            )
+            for q, a, t, f, s, p, r in islice(rows, SERIALIZE_BATCH_ROWS)
+        ]
+        if not lines:
+            break
+        lengths += map(len, lines)
+        parts += (b"\n".join(lines), b"\n")
     offset = len(result.line_ends)
-    ends = np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines)) + 1)
+    ends = np.cumsum(np.array(lengths, dtype=np.int64) + 1)
     previous_end = int(result.line_ends[-1]) if offset else 0
-    result.output += b"\n".join(lines) + b"\n"
+    result.output += b"".join(parts)
     result.line_ends = np.concatenate([result.line_ends, ends + previous_end])
     result.hashes = np.concatenate([result.hashes, _question_answer_hashes(questions, answers)])
     result.questions = np.concatenate([result.questions, alnum_fingerprints(question_array)])
