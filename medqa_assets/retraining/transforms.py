@@ -80,6 +80,7 @@ class ChunkResult:
 
     @property
     def lines(self) -> list[bytes]:
+        """The output lines one by one (for inspection; the build writes ``output`` whole)."""
         starts = np.concatenate([[0], self.line_ends[:-1]]) if len(self.line_ends) else []
         return [self.output[start:end] for start, end in zip(starts, self.line_ends, strict=True)]
 
@@ -198,14 +199,9 @@ def _failed_statuses(statuses: list[Any]) -> np.ndarray:
     return result
 
 
-def record_identity(record: Any) -> bytes:
-    """A record's identity: 16 bytes of BLAKE2b over its canonical JSON (a record that arrives again,
-    in a cumulative copy, a rewritten array or a re-ingested file, has the same identity)."""
-    return hashlib.blake2b(orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=str), digest_size=16).digest()
-
-
 def record_identities(records: list[Any]) -> list[bytes]:
-    """:func:`record_identity` of each record (the loop with its lookups hoisted)."""
+    """Each record's identity: 16 bytes of BLAKE2b over its canonical JSON (a record that arrives
+    again, in a cumulative copy, a rewritten array or a re-ingested file, has the same identity)."""
     dumps, blake2b, option = orjson.dumps, hashlib.blake2b, orjson.OPT_SORT_KEYS
     return [blake2b(dumps(record, option=option, default=str), digest_size=16).digest() for record in records]
 
