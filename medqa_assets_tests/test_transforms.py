@@ -209,6 +209,8 @@ def test_a_timestamp_without_offset_is_utc_whatever_comes_before_it() -> None:
         {"question": "q2", "answer": "a2", "timestamp": "2026-03-01 10:15:00"},
         {"question": "q3", "answer": "a3", "timestamp": "2026-03-01T10:15:00-05:00"},
         {"question": "q4", "answer": "a4", "timestamp": "2026-03-01"},
+        {"question": "q5", "answer": "a5", "timestamp": "2026-03-01 12:15:00 +02:00"},
+        {"question": "q6", "answer": "a6", "timestamp": "2026-03-01 10:15"},
     ]
     data = b"".join(json.dumps(r).encode() + b"\n" for r in records)
     lines = [json.loads(line) for line in transform_files([("k", data, False)]).lines]
@@ -217,4 +219,6 @@ def test_a_timestamp_without_offset_is_utc_whatever_comes_before_it() -> None:
         "2026-03-01T10:15:00.000Z",
         "2026-03-01T15:15:00.000Z",
         "2026-03-01T00:00:00.000Z",
+        "2026-03-01T10:15:00.000Z",
+        "2026-03-01T10:15:00.000Z",
     ]

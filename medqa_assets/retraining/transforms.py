@@ -94,6 +94,7 @@ _LATEST_SECONDS = 32_503_680_000  # year 3000
 
 
 def _iso_seconds(millis: np.ndarray) -> list[str]:
+    """Epoch milliseconds as ``YYYY-MM-DDTHH:MM:SS.mmmZ``, as Arrow's strftime wrote them before."""
     seconds, milliseconds = np.divmod(millis, 1000)
     days, time_of_day = np.divmod(seconds, 86_400)
     distinct_days, day_index = np.unique(days, return_inverse=True)
@@ -108,7 +109,7 @@ def _iso_seconds(millis: np.ndarray) -> list[str]:
 
 
 # a time of day followed by a UTC offset or Z: the string names its own zone
-_HAS_OFFSET = r"\d{2}:?\d{2}(?::?\d{2})?(?:[.,]\d+)?(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+_HAS_OFFSET = r"\d{2}:?\d{2}(?::?\d{2})?(?:[.,]\d+)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
 
 
 def _iso_text_seconds(texts: list[str]) -> np.ndarray:
