@@ -209,8 +209,11 @@ def test_rewrite_array_unlocked_concurrency_is_valid_or_damaged(tmp_path: Path) 
         assert concurrent_posts(base + "/ask", 20, lambda i: {"question": f"q {i} " + "x" * i}) == [200] * 20
     data = (tmp_path / sink.object_name).read_bytes()
     assert sink.records_logged == 20
-    if parses(data):  # valid, maybe with lost updates, but never a record that was not logged
-        assert all(r in sink.records for r in json.loads(data))
+    if parses(data):
+        # valid, maybe with lost updates; two writers' bytes can also splice into a valid record that
+        # was never logged ("q 5 xx" + the tail of "q 15 xxxx..."), so only the shape is certain
+        records = json.loads(data)
+        assert isinstance(records, list) and all(isinstance(r, dict) for r in records)
     else:
         assert data.startswith(b"[")
 
