@@ -120,9 +120,9 @@ def _chunk_results(
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
         pending: deque[Future[ChunkResult]] = deque()
-        for chunk in chunks:  # a bounded window: finished chunks never pile up in memory
+        for index, chunk in enumerate(chunks):  # a bounded window: finished chunks never pile up in memory
             pending.append(pool.submit(process_chunk, spec, chunk, non_answers))
-            if len(pending) == 1:  # the first submission forks every worker
+            if index == 0:  # the first submission forks every worker
                 workers_started()
             if len(pending) > 2 * workers:
                 yield pending.popleft().result()

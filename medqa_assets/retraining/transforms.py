@@ -185,17 +185,15 @@ def _failed_status(status: Any) -> bool:
 
 def _failed_statuses(statuses: list[Any]) -> np.ndarray:
     """:func:`_failed_status` of each, computed once per distinct value (there are few)."""
-    failed: dict[Any, bool] = {}
+    verdicts: dict[tuple[type, Any], bool] = {}
     result = np.zeros(len(statuses), dtype=bool)
     for index, status in enumerate(statuses):
-        if status is None or status == 200 and type(status) is int:
-            continue
-        key = (type(status), status) if isinstance(status, int | float | str) else None
-        verdict = failed.get(key) if key is not None else None
-        if verdict is None:
+        try:
+            verdict = verdicts[type(status), status]
+        except KeyError:
+            verdict = verdicts[type(status), status] = _failed_status(status)
+        except TypeError:  # unhashable: a list or an object
             verdict = _failed_status(status)
-            if key is not None:
-                failed[key] = verdict
         result[index] = verdict
     return result
 

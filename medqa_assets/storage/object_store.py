@@ -236,6 +236,11 @@ class ObjectStore:
             raise StoreError(f"refusing the key {key!r}: it goes through a symbolic link")
         return joined
 
+    def _s3_location(self, key: str) -> tuple[str, str]:
+        """(bucket, object name) of a key on S3."""
+        bucket, _, name = self.path(key).partition("/")
+        return bucket, name
+
     def uri(self, key: str) -> str:
         """A URL a person or another tool can use for the object."""
         return f"s3://{self.path(key)}" if self.is_s3 else self.path(key)
@@ -362,7 +367,7 @@ class ObjectStore:
         """
         with self._translated_errors(f"write {key}"):
             if self.is_s3:
-                bucket, _, name = self.path(key).partition("/")
+                bucket, name = self._s3_location(key)
                 upload = _BackgroundUpload(self.fs, bucket, name)
                 try:
                     yield upload
@@ -384,12 +389,12 @@ class ObjectStore:
             for key in keys:
                 self.delete(key)
             return
-        paths = [self.path(key) for key in keys]
         bucket = self.root.split("/")[0]
+        names = [self._s3_location(key)[1] for key in keys]
         with self._translated_errors(f"delete {len(keys)} object(s) under {self.url}"):
-            for first in range(0, len(paths), DELETE_BATCH):
-                names = [{"Key": path.partition("/")[2]} for path in paths[first : first + DELETE_BATCH]]
-                response = self.fs.call_s3("delete_objects", Bucket=bucket, Delete={"Objects": names, "Quiet": True})
+            for first in range(0, len(names), DELETE_BATCH):
+                objects = [{"Key": name} for name in names[first : first + DELETE_BATCH]]
+                response = self.fs.call_s3("delete_objects", Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
                 if response.get("Errors"):
                     failed = response["Errors"][0]
                     raise StoreError(f"cannot delete {failed.get('Key')}: {failed.get('Code')} {failed.get('Message')}")
@@ -411,8 +416,8 @@ class ObjectStore:
         copies = [
             {
                 "Bucket": bucket,
-                "Key": self.path(destination).partition("/")[2],
-                "CopySource": {"Bucket": bucket, "Key": self.path(source).partition("/")[2]},
+                "Key": self._s3_location(destination)[1],
+                "CopySource": {"Bucket": bucket, "Key": self._s3_location(source)[1]},
             }
             for source, destination in moves
         ]
@@ -556,7 +561,7 @@ class ObjectStore:
         """
         with self._translated_errors(f"write {key}"):
             if self.is_s3:
-                bucket, _, name = self.path(key).partition("/")
+                bucket, name = self._s3_location(key)
                 condition = {"IfMatch": f'"{token}"'} if token else {"IfNoneMatch": "*"}
                 try:
                     self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=data, **condition)
@@ -604,7 +609,7 @@ class ObjectStore:
         """
         with self._translated_errors(f"delete {key}"):
             if self.is_s3:
-                bucket, _, name = self.path(key).partition("/")
+                bucket, name = self._s3_location(key)
                 try:
                     self.fs.call_s3("delete_object", Bucket=bucket, Key=name, IfMatch=f'"{token}"')
                 except FileNotFoundError:
@@ -685,11 +690,11 @@ class ObjectStore:
 
     def _copy_object(self, source: str, destination: str, token: str) -> str:
         """A server-side copy of ``source`` as it is at ETag ``token``; returns the copy's ETag."""
-        bucket, _, name = self.path(source).partition("/")
+        bucket, name = self._s3_location(source)
         response = self.fs.call_s3(
             "copy_object",
             Bucket=bucket,
-            Key=self.path(destination).partition("/")[2],
+            Key=self._s3_location(destination)[1],
             CopySource={"Bucket": bucket, "Key": name},
             CopySourceIfMatch=f'"{token}"',
         )
@@ -699,7 +704,7 @@ class ObjectStore:
         """Bytes ``[start, end)`` of ``source`` in blocks of at most ``COPY_BLOCK_BYTES``. S3 with a
         token: one ranged GET per block, each only while the ETag is still ``token`` (no HEAD first)."""
         if self.is_s3 and token:
-            bucket, _, name = self.path(source).partition("/")
+            bucket, name = self._s3_location(source)
 
             async def get(first: int, last: int) -> bytes:
                 response = await self.fs._call_s3(
@@ -734,7 +739,7 @@ class ObjectStore:
         removed = 0
         with self._translated_errors(f"clean up {prefix}"):
             if self.is_s3:
-                bucket, _, name = self.path(prefix).partition("/")
+                bucket, name = self._s3_location(prefix)
                 listing = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=name)
                 for upload in listing.get("Uploads", []):
                     if upload["Initiated"].timestamp() < cutoff:
